@@ -1,0 +1,522 @@
+-- postbox 0001: queues, messages, the wake-up registry and the SQL API.
+--
+-- {{schema}} is replaced by the migrator with the quoted schema name, and {{schema_name}} with the
+-- bare name (a validated plain identifier, used only inside string literals). Every function pins
+-- its search_path, so a table or function that a user creates elsewhere can never shadow ours
+-- (CVE-2018-1058), and nothing here is executable by PUBLIC.
+--
+-- Errors raised here use SQLSTATEs of class PB, which the TypeScript client maps to typed errors:
+--   PBQ01 queue not found        PBQ02 invalid queue name     PBQ03 queue not empty
+--   PBP01 payload too large      PBP02 invalid payload        PBV01 invalid options
+
+CREATE TABLE {{schema}}.queues (
+  name               text PRIMARY KEY,
+  visibility_timeout interval NOT NULL DEFAULT '30 seconds',
+  max_attempts       integer NOT NULL DEFAULT 5,
+  backoff_type       text NOT NULL DEFAULT 'exponential',
+  backoff_base       interval NOT NULL DEFAULT '1 second',
+  backoff_max        interval NOT NULL DEFAULT '1 hour',
+  backoff_jitter     boolean NOT NULL DEFAULT true,
+  -- Where exhausted messages go; NULL drops them.
+  dead_letter        text,
+  max_payload_bytes  integer NOT NULL DEFAULT 262144,
+  -- How long acked messages stay readable in messages_archive; NULL deletes them on ack.
+  retention          interval,
+  created_at         timestamptz NOT NULL DEFAULT now(),
+  updated_at         timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT queues_name_valid CHECK (name ~ '^[a-z0-9][a-z0-9_.:-]{0,62}$'),
+  CONSTRAINT queues_dead_letter_valid CHECK (dead_letter ~ '^[a-z0-9][a-z0-9_.:-]{0,62}$' AND dead_letter <> name),
+  CONSTRAINT queues_visibility_timeout_positive CHECK (visibility_timeout > '0'),
+  CONSTRAINT queues_max_attempts_positive CHECK (max_attempts >= 1),
+  CONSTRAINT queues_backoff_type_valid CHECK (backoff_type IN ('fixed', 'exponential')),
+  CONSTRAINT queues_backoff_valid CHECK (backoff_base >= '0' AND backoff_max >= backoff_base),
+  CONSTRAINT queues_max_payload_bytes_positive CHECK (max_payload_bytes > 0),
+  CONSTRAINT queues_retention_positive CHECK (retention > '0')
+);
+
+-- One row per message that is waiting, delayed, in flight or dead. Acked messages are deleted
+-- (or moved to messages_archive when the queue keeps them), so this table stays as small as the
+-- backlog. There is deliberately no foreign key to queues: a key check would row-lock the queue
+-- row on every send and serialise senders behind a multixact.
+CREATE TABLE {{schema}}.messages (
+  id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  queue          text NOT NULL,
+  priority       integer NOT NULL DEFAULT 0,
+  -- When the message can next be claimed: its delay while waiting, its lease expiry while in flight.
+  -- An expired lease therefore makes a message claimable again without any rescuer process.
+  available_at   timestamptz NOT NULL DEFAULT now(),
+  -- Deliveries so far; the claim counts an attempt in the same statement that leases it.
+  attempt        integer NOT NULL DEFAULT 0,
+  -- The fencing token of the current delivery: ack, nack and extend must present it.
+  lease          uuid,
+  -- JSON payloads live in payload; text (UTF-8) and binary payloads live in body.
+  encoding       text NOT NULL DEFAULT 'json',
+  payload        jsonb,
+  body           bytea,
+  headers        jsonb,
+  dedupe_key     text,
+  group_key      text,
+  enqueued_at    timestamptz NOT NULL DEFAULT now(),
+  claimed_at     timestamptz,
+  last_error     text,
+  -- Set when the message was dead-lettered: where it came from and when.
+  original_queue text,
+  dead_at        timestamptz,
+  CONSTRAINT messages_encoding_valid CHECK (
+    (encoding = 'json' AND payload IS NOT NULL AND body IS NULL) OR
+    (encoding IN ('text', 'binary') AND body IS NOT NULL AND payload IS NULL))
+);
+
+-- Serves the claim: equality on queue, then the delivery order. In-flight and delayed rows sort
+-- after the ready ones of their priority, so a claim reads ready rows first.
+CREATE INDEX messages_claim_idx ON {{schema}}.messages (queue, priority DESC, available_at, id);
+-- Deduplication holds while a message with the key is waiting or in flight (acked rows are gone).
+CREATE UNIQUE INDEX messages_dedupe_idx ON {{schema}}.messages (queue, dedupe_key) WHERE dedupe_key IS NOT NULL;
+
+-- Acked messages of queues with a retention period, for audit and SQL inspection.
+CREATE TABLE {{schema}}.messages_archive (
+  id          bigint PRIMARY KEY,
+  queue       text NOT NULL,
+  priority    integer NOT NULL,
+  attempt     integer NOT NULL,
+  encoding    text NOT NULL,
+  payload     jsonb,
+  body        bytea,
+  headers     jsonb,
+  dedupe_key  text,
+  group_key   text,
+  enqueued_at timestamptz NOT NULL,
+  acked_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX messages_archive_acked_idx ON {{schema}}.messages_archive (queue, acked_at);
+
+-- Consumers that are idle and listening, per queue. A sender NOTIFYs only when a row here says
+-- someone may be waiting, so senders do not pay NOTIFY's commit-time global lock otherwise.
+CREATE TABLE {{schema}}.waiters (
+  queue      text NOT NULL,
+  listener   text NOT NULL,
+  expires_at timestamptz NOT NULL,
+  PRIMARY KEY (queue, listener)
+);
+
+-- The advisory-lock key that orders senders against a consumer going idle on a queue (see send).
+CREATE FUNCTION {{schema}}.wake_key(queue text) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT hashtextextended('postbox.wake:{{schema_name}}:' || queue, 0) $$;
+
+CREATE FUNCTION {{schema}}.assert_queue_name(queue text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF queue IS NULL OR queue !~ '^[a-z0-9][a-z0-9_.:-]{0,62}$' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBQ02',
+      MESSAGE = format('invalid queue name %s', coalesce(quote_literal(left(queue, 80)), 'NULL')),
+      HINT = 'Queue names are 1-63 characters of a-z, 0-9, _ . : - and start with a letter or digit.';
+  END IF;
+END $$;
+
+-- Looks a queue up by name, or raises PBQ02/PBQ01.
+CREATE FUNCTION {{schema}}.require_queue(queue text) RETURNS {{schema}}.queues
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+DECLARE
+  q queues;
+BEGIN
+  PERFORM assert_queue_name(queue);
+  SELECT * INTO q FROM queues WHERE name = queue;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBQ01',
+      MESSAGE = format('queue %L does not exist', queue),
+      HINT = 'Create it first with createQueue() or postbox.create_queue().';
+  END IF;
+  RETURN q;
+END $$;
+
+-- Wakes idle consumers of a queue, if any may be waiting. Called by every send after its insert.
+--
+-- Why it cannot lose a wake-up: a consumer going idle first commits its waiters row, then takes
+-- this queue's wake_key lock exclusively (try-lock), then looks for messages once more. Every
+-- sender holds the same lock shared from before its insert until it commits. A sender whose
+-- check below missed the waiters row was therefore still holding the lock when the consumer
+-- tried it: the consumer's try-lock fails and it keeps polling quickly until it succeeds, by
+-- which time that sender has committed and its message is visible to the consumer's next look.
+-- Outside READ COMMITTED the check reads an old snapshot, so it always notifies there.
+CREATE FUNCTION {{schema}}.wake(queue text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed'
+     OR EXISTS (SELECT 1 FROM waiters w WHERE w.queue = wake.queue AND w.expires_at > now()) THEN
+    -- Identical notifications in one transaction are collapsed by Postgres: one per queue per commit.
+    PERFORM pg_notify('{{schema_name}}', queue);
+  END IF;
+END $$;
+
+-- Checks one message's fields against its queue; raises PBP01/PBP02/PBV01.
+CREATE FUNCTION {{schema}}.assert_message(q {{schema}}.queues, payload jsonb, body bytea, encoding text,
+  delay interval, priority integer, dedupe_key text, group_key text, headers jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  size integer := coalesce(pg_column_size(payload), octet_length(body));
+BEGIN
+  IF encoding IS NULL OR encoding NOT IN ('json', 'text', 'binary')
+     OR (encoding = 'json') <> (payload IS NOT NULL) OR (encoding = 'json') = (body IS NOT NULL) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBP02', MESSAGE = 'a message needs exactly one payload: JSON, text or binary';
+  END IF;
+  IF size > q.max_payload_bytes THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBP01',
+      MESSAGE = format('payload of %s bytes is over the limit of %s bytes for queue %L', size, q.max_payload_bytes, q.name),
+      HINT = 'Store large data elsewhere and send a reference, or raise the queue''s maxPayloadBytes.';
+  END IF;
+  IF delay < '0' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = format('delay must not be negative, got %s', delay);
+  END IF;
+  IF priority IS NULL OR priority NOT BETWEEN -1000000 AND 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'priority must be an integer from -1000000 to 1000000';
+  END IF;
+  IF octet_length(dedupe_key) NOT BETWEEN 1 AND 512 OR octet_length(group_key) NOT BETWEEN 1 AND 512 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'dedupe and group keys must be 1 to 512 bytes';
+  END IF;
+  IF headers IS NOT NULL AND (jsonb_typeof(headers) <> 'object' OR EXISTS (
+       SELECT 1 FROM jsonb_each(headers) h WHERE jsonb_typeof(h.value) <> 'string')) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'headers must be a JSON object of string values';
+  END IF;
+  IF pg_column_size(headers) > 16384 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'headers must be at most 16 KiB';
+  END IF;
+END $$;
+
+-- Sends one message. Returns its id, or, when dedupe_key matches a message that is still waiting
+-- or in flight, that message's id with duplicate = true. Runs in the caller's transaction.
+CREATE FUNCTION {{schema}}.send_message(queue text, payload jsonb, body bytea, encoding text,
+  delay interval, available_at timestamptz, priority integer, dedupe_key text, group_key text,
+  headers jsonb, OUT id bigint, OUT duplicate boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+  q queues := require_queue(queue);
+BEGIN
+  PERFORM assert_message(q, payload, body, encoding, delay, priority, dedupe_key, group_key, headers);
+  PERFORM pg_advisory_xact_lock_shared(wake_key(queue));
+  duplicate := false;
+  FOR i IN 1..3 LOOP
+    INSERT INTO messages AS m (queue, priority, available_at, encoding, payload, body, headers, dedupe_key, group_key)
+    VALUES (queue, priority, coalesce(send_message.available_at, now() + coalesce(delay, '0')),
+            encoding, payload, body, headers, dedupe_key, group_key)
+    ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+    RETURNING m.id INTO id;
+    IF id IS NOT NULL THEN
+      PERFORM wake(queue);
+      RETURN;
+    END IF;
+    SELECT m.id INTO id FROM messages m WHERE m.queue = send_message.queue AND m.dedupe_key = send_message.dedupe_key;
+    IF id IS NOT NULL THEN
+      duplicate := true;
+      RETURN;
+    END IF;
+    -- The duplicate was acked between our insert and our look-up: try the insert again.
+  END LOOP;
+  RAISE EXCEPTION 'could not send to % with dedupe key %: it kept changing', queue, dedupe_key
+    USING ERRCODE = '40001';
+END $$;
+
+-- Sends many messages to one queue in one statement. Arrays are parallel, one element per message;
+-- returns the ids in input order. Without dedupe keys this is a single multi-row INSERT.
+CREATE FUNCTION {{schema}}.send_batch(queue text, payloads jsonb[], bodies bytea[], encodings text[],
+  delays interval[], available_ats timestamptz[], priorities integer[], dedupe_keys text[],
+  group_keys text[], headers jsonb[])
+RETURNS TABLE (id bigint, duplicate boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+DECLARE
+  q queues := require_queue(queue);
+  n integer := coalesce(cardinality(encodings), 0);
+  r record;
+BEGIN
+  IF n = 0 THEN
+    RETURN;
+  END IF;
+  IF n > 10000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = format('a batch holds at most 10000 messages, got %s', n);
+  END IF;
+  IF cardinality(payloads) <> n OR cardinality(bodies) <> n OR cardinality(delays) <> n
+     OR cardinality(available_ats) <> n OR cardinality(priorities) <> n
+     OR cardinality(dedupe_keys) <> n OR cardinality(group_keys) <> n OR cardinality(headers) <> n THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'send_batch arrays must all have one element per message';
+  END IF;
+  FOR r IN SELECT * FROM unnest(payloads, bodies, encodings, delays, priorities, dedupe_keys, group_keys, headers)
+             AS t(payload, body, encoding, delay, priority, dedupe_key, group_key, headers) LOOP
+    PERFORM assert_message(q, r.payload, r.body, r.encoding, r.delay, r.priority, r.dedupe_key, r.group_key, r.headers);
+  END LOOP;
+  IF NOT EXISTS (SELECT 1 FROM unnest(dedupe_keys) k WHERE k IS NOT NULL) THEN
+    PERFORM pg_advisory_xact_lock_shared(wake_key(queue));
+    -- Identity values are drawn in the order rows are inserted, which follows ORDER BY ord, so
+    -- sorting the new ids restores input order.
+    RETURN QUERY
+    WITH inserted AS (
+      INSERT INTO messages AS m (queue, priority, available_at, encoding, payload, body, headers, group_key)
+      SELECT queue, t.priority, coalesce(t.available_at, now() + coalesce(t.delay, '0')), t.encoding, t.payload,
+             t.body, t.headers, t.group_key
+      FROM unnest(payloads, bodies, encodings, delays, available_ats, priorities, group_keys, headers)
+           WITH ORDINALITY AS t(payload, body, encoding, delay, available_at, priority, group_key, headers, ord)
+      ORDER BY t.ord
+      RETURNING m.id
+    )
+    SELECT i.id, false FROM inserted i ORDER BY i.id;
+    PERFORM wake(queue);
+  ELSE
+    -- With dedupe keys each message may resolve to an existing one: send them one by one.
+    FOR i IN 1..n LOOP
+      RETURN QUERY SELECT s.id, s.duplicate FROM send_message(queue, payloads[i], bodies[i], encodings[i],
+        delays[i], available_ats[i], priorities[i], dedupe_keys[i], group_keys[i], headers[i]) s;
+    END LOOP;
+  END IF;
+END $$;
+
+-- The SQL API for triggers and other languages: sends a JSON payload, returns the message id.
+--   SELECT postbox.send('emails', '{"to":"a@b.c"}', delay => '10 seconds', priority => 5);
+CREATE FUNCTION {{schema}}.send(queue text, payload jsonb, delay interval DEFAULT NULL,
+  available_at timestamptz DEFAULT NULL, priority integer DEFAULT 0, dedupe_key text DEFAULT NULL,
+  group_key text DEFAULT NULL, headers jsonb DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+  SELECT ({{schema}}.send_message(queue, payload, NULL, 'json', delay, available_at, priority, dedupe_key, group_key, headers)).id
+$$;
+
+-- Moves messages to their queue's dead letter (or deletes them when it has none), keeping the
+-- history: attempts, last error, original queue.
+CREATE FUNCTION {{schema}}.dead_letter(ids bigint[], reason text) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+DECLARE
+  moved integer;
+  dropped integer;
+BEGIN
+  WITH target AS (
+    SELECT m.id, q.dead_letter FROM messages m JOIN queues q ON q.name = m.queue WHERE m.id = ANY (ids)
+  ), gone AS (
+    DELETE FROM messages m USING target t WHERE m.id = t.id AND t.dead_letter IS NULL RETURNING m.id
+  )
+  SELECT count(*) INTO dropped FROM gone;
+  UPDATE messages m
+  SET queue = q.dead_letter, original_queue = m.queue, lease = NULL, available_at = now(),
+      dead_at = now(), dedupe_key = NULL, last_error = coalesce(reason, m.last_error)
+  FROM queues q
+  WHERE m.id = ANY (ids) AND q.name = m.queue AND q.dead_letter IS NOT NULL;
+  GET DIAGNOSTICS moved = ROW_COUNT;
+  RETURN moved + dropped;
+END $$;
+
+-- Claims up to max messages of a queue under a lease, counting the attempt. Never holds a lock
+-- past the statement: the lease is the claim. A message whose last allowed attempt's lease ran
+-- out goes to the dead letter instead of back to a consumer.
+CREATE FUNCTION {{schema}}.receive(queue text, max integer DEFAULT 1, visibility_timeout interval DEFAULT NULL)
+RETURNS SETOF {{schema}}.messages
+LANGUAGE plpgsql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+DECLARE
+  q queues := require_queue(queue);
+  picked bigint[];
+  exhausted bigint[];
+BEGIN
+  IF max IS NULL OR max NOT BETWEEN 1 AND 1000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = format('max must be from 1 to 1000, got %s', max);
+  END IF;
+  IF visibility_timeout <= '0' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'visibility timeout must be positive';
+  END IF;
+  -- The locked ids are collected into an array before anything is updated, so the planner cannot
+  -- re-run the locking subquery and claim more than max rows (a failure seen in other queues).
+  SELECT array_agg(c.id ORDER BY c.priority DESC, c.available_at, c.id) FILTER (WHERE c.attempt < q.max_attempts),
+         array_agg(c.id) FILTER (WHERE c.attempt >= q.max_attempts)
+  INTO picked, exhausted
+  FROM (
+    SELECT m.id, m.attempt, m.priority, m.available_at FROM messages m
+    WHERE m.queue = receive.queue AND m.available_at <= now()
+    ORDER BY m.priority DESC, m.available_at, m.id
+    LIMIT max
+    FOR UPDATE SKIP LOCKED
+  ) c;
+  -- A message whose last attempt's lease ran out (its consumer died) is dead, not redelivered.
+  IF exhausted IS NOT NULL THEN
+    PERFORM dead_letter(exhausted, 'lease expired on the last attempt');
+  END IF;
+  IF picked IS NOT NULL THEN
+    RETURN QUERY
+    WITH claimed AS (
+      UPDATE messages m
+      SET attempt = m.attempt + 1, lease = gen_random_uuid(), claimed_at = now(),
+          available_at = now() + coalesce(visibility_timeout, q.visibility_timeout)
+      WHERE m.id = ANY (picked)
+      RETURNING m.*
+    )
+    SELECT c.* FROM claimed c ORDER BY array_position(picked, c.id);
+  END IF;
+END $$;
+
+-- Acks deliveries, each fenced by its lease: a delivery whose lease was lost (expired and claimed
+-- again) is not acked. Returns the ids that were acked. Queues with a retention period keep the
+-- acked message in messages_archive.
+CREATE FUNCTION {{schema}}.ack(ids bigint[], leases uuid[]) RETURNS SETOF bigint
+LANGUAGE sql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+  WITH done AS (
+    DELETE FROM {{schema}}.messages m USING unnest(ids, leases) AS a(id, lease)
+    WHERE m.id = a.id AND m.lease = a.lease
+    RETURNING m.*
+  ), kept AS (
+    INSERT INTO {{schema}}.messages_archive (id, queue, priority, attempt, encoding, payload, body, headers, dedupe_key, group_key, enqueued_at)
+    SELECT d.id, d.queue, d.priority, d.attempt, d.encoding, d.payload, d.body, d.headers, d.dedupe_key, d.group_key, d.enqueued_at
+    FROM done d JOIN {{schema}}.queues q ON q.name = d.queue
+    WHERE q.retention IS NOT NULL
+  )
+  SELECT d.id FROM done d
+$$;
+
+-- The retry delay after a failed attempt, from the queue's backoff.
+CREATE FUNCTION {{schema}}.retry_delay(q {{schema}}.queues, attempt integer) RETURNS interval
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN q.backoff_jitter THEN d * (0.5 + random() / 2) ELSE d END
+  FROM (SELECT CASE q.backoff_type
+                 WHEN 'fixed' THEN q.backoff_base
+                 ELSE least(q.backoff_max, q.backoff_base * power(2, least(greatest(attempt - 1, 0), 40)))
+               END AS d) s
+$$;
+
+-- Fails a delivery: retries it after delay (or the queue's backoff), or moves it to the dead letter
+-- when it used its last attempt or dead is true. Returns 'retried', 'dead' or 'dropped'; NULL when
+-- the lease was lost.
+CREATE FUNCTION {{schema}}.nack(id bigint, lease uuid, delay interval DEFAULT NULL, error text DEFAULT NULL,
+  dead boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+DECLARE
+  m messages;
+  q queues;
+BEGIN
+  IF delay < '0' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = format('delay must not be negative, got %s', delay);
+  END IF;
+  SELECT * INTO m FROM messages WHERE messages.id = nack.id AND messages.lease = nack.lease FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  SELECT * INTO q FROM queues WHERE name = m.queue;
+  IF dead OR m.attempt >= q.max_attempts THEN
+    PERFORM dead_letter(ARRAY[m.id], left(error, 8192));
+    RETURN CASE WHEN q.dead_letter IS NULL THEN 'dropped' ELSE 'dead' END;
+  END IF;
+  UPDATE messages
+  SET lease = NULL, last_error = left(error, 8192), available_at = now() + coalesce(delay, retry_delay(q, m.attempt))
+  WHERE messages.id = m.id;
+  RETURN 'retried';
+END $$;
+
+-- Extends leases by a duration from now. Returns the ids whose lease is still held.
+CREATE FUNCTION {{schema}}.extend(ids bigint[], leases uuid[], duration interval) RETURNS SETOF bigint
+LANGUAGE sql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+  UPDATE {{schema}}.messages m SET available_at = now() + duration
+  FROM unnest(ids, leases) AS a(id, lease)
+  WHERE m.id = a.id AND m.lease = a.lease AND duration > '0'
+  RETURNING m.id
+$$;
+
+-- Gives deliveries back without a verdict (a worker stopping): visible again at once, the attempt
+-- already counted stays counted. Returns the ids released.
+CREATE FUNCTION {{schema}}.release(ids bigint[], leases uuid[]) RETURNS SETOF bigint
+LANGUAGE sql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+  UPDATE {{schema}}.messages m SET available_at = now(), lease = NULL
+  FROM unnest(ids, leases) AS a(id, lease)
+  WHERE m.id = a.id AND m.lease = a.lease
+  RETURNING m.id
+$$;
+
+-- Moves dead messages back to work: to their original queue, or to target. Returns how many.
+CREATE FUNCTION {{schema}}.redrive(dead_queue text, target text DEFAULT NULL, max integer DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+DECLARE
+  moved integer;
+BEGIN
+  PERFORM require_queue(dead_queue);
+  IF target IS NOT NULL THEN
+    PERFORM require_queue(target);
+  END IF;
+  IF max < 1 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'max must be positive';
+  END IF;
+  WITH picked AS (
+    SELECT m.id FROM messages m
+    WHERE m.queue = dead_queue AND (target IS NOT NULL OR m.original_queue IS NOT NULL)
+    ORDER BY m.id LIMIT max FOR UPDATE SKIP LOCKED
+  )
+  UPDATE messages m
+  SET queue = coalesce(target, m.original_queue), original_queue = NULL, dead_at = NULL, attempt = 0,
+      lease = NULL, available_at = now()
+  FROM picked p WHERE m.id = p.id;
+  GET DIAGNOSTICS moved = ROW_COUNT;
+  RETURN moved;
+END $$;
+
+-- Deletes archived messages older than their queue's retention. Returns how many.
+CREATE FUNCTION {{schema}}.prune_archive() RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, {{schema}}, pg_temp
+AS $$
+  WITH gone AS (
+    DELETE FROM {{schema}}.messages_archive a USING {{schema}}.queues q
+    WHERE q.name = a.queue AND a.acked_at < now() - q.retention
+    RETURNING 1
+  )
+  SELECT count(*)::integer FROM gone
+$$;
+
+-- Per queue: what an operator asks first. Ready includes messages whose lease ran out.
+CREATE VIEW {{schema}}.queue_stats AS
+SELECT q.name AS queue,
+       coalesce(s.ready, 0) AS ready,
+       coalesce(s.delayed, 0) AS delayed,
+       coalesce(s.in_flight, 0) AS in_flight,
+       coalesce(d.dead, 0) AS dead,
+       coalesce(s.ready, 0) + coalesce(s.delayed, 0) + coalesce(s.in_flight, 0) AS total,
+       s.oldest_ready_age,
+       s.max_attempt,
+       coalesce(a.retained, 0) AS retained,
+       q.dead_letter
+FROM {{schema}}.queues q
+LEFT JOIN LATERAL (
+  SELECT count(*) FILTER (WHERE m.available_at <= now()) AS ready,
+         count(*) FILTER (WHERE m.available_at > now() AND m.lease IS NULL) AS delayed,
+         count(*) FILTER (WHERE m.available_at > now() AND m.lease IS NOT NULL) AS in_flight,
+         now() - min(m.available_at) FILTER (WHERE m.available_at <= now()) AS oldest_ready_age,
+         max(m.attempt) AS max_attempt
+  FROM {{schema}}.messages m WHERE m.queue = q.name
+) s ON true
+LEFT JOIN LATERAL (SELECT count(*) AS dead FROM {{schema}}.messages m WHERE m.queue = q.dead_letter) d ON true
+LEFT JOIN LATERAL (SELECT count(*) AS retained FROM {{schema}}.messages_archive a WHERE a.queue = q.name) a ON true;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {{schema}} FROM PUBLIC;

@@ -1,0 +1,52 @@
+import {
+  InvalidOptionsError,
+  InvalidPayloadError,
+  InvalidQueueNameError,
+  PayloadTooLargeError,
+  QueueNotEmptyError,
+  QueueNotFoundError,
+} from '../errors.js'
+import type { Executor } from './executor.js'
+
+interface PgError {
+  code?: string
+  message: string
+  hint?: string
+}
+
+const QUOTED_NAME = /'([^']*)'/
+
+/** Turns the SQLSTATEs raised by postbox's SQL functions (class PB) into typed errors. */
+export function typedError(error: unknown): unknown {
+  const e = error as PgError
+  if (typeof e?.code !== 'string') return error
+  const message = e.hint ? `${e.message}. ${e.hint}` : e.message
+  switch (e.code) {
+    case 'PBQ01':
+      return new QueueNotFoundError(QUOTED_NAME.exec(e.message)?.[1] ?? '', message)
+    case 'PBQ02':
+      return new InvalidQueueNameError(message)
+    case 'PBQ03':
+      return new QueueNotEmptyError(message)
+    case 'PBP01':
+      return new PayloadTooLargeError(message)
+    case 'PBP02':
+      return new InvalidPayloadError(message)
+    case 'PBV01':
+      return new InvalidOptionsError(message)
+    case '22P05': // untranslatable character, such as \u0000 in a JSON string
+      return new InvalidPayloadError(`payload cannot be stored as JSON: ${e.message}`)
+    default:
+      return error
+  }
+}
+
+/** An executor whose errors from postbox's SQL come out typed. */
+export function withTypedErrors(executor: Executor): Executor {
+  return {
+    query: <R>(text: string, values?: readonly unknown[]) =>
+      executor.query<R>(text, values).catch((error: unknown) => {
+        throw typedError(error)
+      }),
+  }
+}

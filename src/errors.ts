@@ -1,0 +1,74 @@
+/**
+ * Every error postbox throws on purpose extends {@link PostboxError}, so callers can tell a
+ * refused request from a broken connection with one `instanceof`. Each message says what was
+ * wrong and what to do about it; a refused call has written nothing.
+ *
+ * @example
+ * try { await postbox.send('emails', payload) }
+ * catch (e) { if (e instanceof QueueNotFoundError) await postbox.createQueue('emails') }
+ */
+export class PostboxError extends Error {
+  override name = 'PostboxError'
+}
+
+/** The queue does not exist. Create it with `createQueue()` first. */
+export class QueueNotFoundError extends PostboxError {
+  override name = 'QueueNotFoundError'
+  constructor(readonly queue: string, message = `queue '${queue}' does not exist; create it with createQueue()`) {
+    super(message)
+  }
+}
+
+/** A queue name outside `^[a-z0-9][a-z0-9_.:-]{0,62}$`. */
+export class InvalidQueueNameError extends PostboxError {
+  override name = 'InvalidQueueNameError'
+}
+
+/** The queue still holds messages and was not deleted; pass `{ purge: true }` to delete them too. */
+export class QueueNotEmptyError extends PostboxError {
+  override name = 'QueueNotEmptyError'
+}
+
+/** The payload is over the queue's `maxPayloadBytes`. Send a reference to large data instead. */
+export class PayloadTooLargeError extends PostboxError {
+  override name = 'PayloadTooLargeError'
+}
+
+/** A payload that cannot be stored, or that fails its queue's schema; `issues` holds zod's findings. */
+export class InvalidPayloadError extends PostboxError {
+  override name = 'InvalidPayloadError'
+  constructor(message: string, readonly issues: readonly unknown[] = []) {
+    super(message)
+  }
+}
+
+/** An option that makes no sense: a negative delay, an unknown key, a wrong type. */
+export class InvalidOptionsError extends PostboxError {
+  override name = 'InvalidOptionsError'
+}
+
+/**
+ * The delivery's lease was lost: it expired and the message was claimed again (or acked by
+ * someone else). The newer delivery wins; this one must not ack, nack or extend it.
+ */
+export class LeaseLostError extends PostboxError {
+  override name = 'LeaseLostError'
+  constructor(readonly ids: readonly string[]) {
+    super(`lease lost for message${ids.length === 1 ? '' : 's'} ${ids.join(', ')}: it expired and was claimed again, or was already completed; extend long work with extend() or a longer visibilityTimeout`)
+  }
+}
+
+/** The database holds a schema this code cannot use: newer than the code, or an applied file that changed. */
+export class MigrationError extends PostboxError {
+  override name = 'MigrationError'
+}
+
+/**
+ * Thrown by a handler to dead-letter its message at once, without further attempts.
+ *
+ * @example
+ * postbox.work('orders', async (m) => { if (!m.payload.sku) throw new NonRetryableError('no sku') })
+ */
+export class NonRetryableError extends PostboxError {
+  override name = 'NonRetryableError'
+}

@@ -1,0 +1,24 @@
+export { Postbox, type QueueStats } from './postbox.js'
+export type { PostboxOptions } from './postbox-options.js'
+export { defineQueue, type QueueDefinition, type QueueRef } from './queue/define-queue.js'
+export type { Message, Delivery } from './queue/message.js'
+export type { QueueInfo, QueueOptions } from './queue/queue-options.js'
+export type { SendOptions, MessageOptions } from './queue/send-options.js'
+export type { SendResult, BatchItem } from './queue/producer.js'
+export type { ReceiveOptions, NackOptions } from './queue/consumer.js'
+export type { TransactionLike } from './db/transaction.js'
+export type { MigrateResult } from './migrate/migrator.js'
+export type { Logger } from './logger.js'
+export type { Duration } from './duration.js'
+export {
+  PostboxError,
+  QueueNotFoundError,
+  InvalidQueueNameError,
+  QueueNotEmptyError,
+  PayloadTooLargeError,
+  InvalidPayloadError,
+  InvalidOptionsError,
+  LeaseLostError,
+  MigrationError,
+  NonRetryableError,
+} from './errors.js'

@@ -1,0 +1,46 @@
+import { z } from 'zod'
+import type { KyselyDatabaseLike, PgPoolLike } from './db/database.js'
+import { positiveDurationMs } from './duration.js'
+import type { Logger } from './logger.js'
+
+/** Options of `new Postbox()`. Give `connectionString` or `pool` (and optionally `kysely`), or `kysely` alone. */
+export interface PostboxOptions {
+  /** postgres://… ; postbox then owns its pool and closes it in `close()`. */
+  connectionString?: string
+  /** Your pg Pool; postbox uses it and leaves it open on `close()`. */
+  pool?: PgPoolLike
+  /** Your Kysely instance: transactional handlers then get a Kysely `Transaction` as `ctx.tx`. */
+  kysely?: KyselyDatabaseLike
+  /** The schema postbox lives in; default `postbox`. */
+  schema?: string
+  /** Size of the pool postbox creates from `connectionString`; default 10. */
+  poolSize?: number
+  /**
+   * A connection string for the one LISTEN connection, when the pool goes through PgBouncer in
+   * transaction mode (where LISTEN does not work). Default: `connectionString`.
+   */
+  listenConnectionString?: string
+  /** `'listen'` (default) wakes idle consumers with LISTEN/NOTIFY; `'poll'` only polls. */
+  wakeups?: 'listen' | 'poll'
+  /** How often idle consumers look for work when no notification comes; default `'2s'`. */
+  pollInterval?: number | string
+  /** pino, console, or anything with debug/info/warn/error; default silent. */
+  logger?: Logger
+}
+
+const object = z.custom<object>((v) => typeof v === 'object' && v !== null, 'must be an object')
+
+export const postboxOptionsSchema = z
+  .strictObject({
+    connectionString: z.string().min(1).optional(),
+    pool: object.optional(),
+    kysely: object.optional(),
+    schema: z.string().optional(),
+    poolSize: z.number().int().min(1).max(1000).optional(),
+    listenConnectionString: z.string().min(1).optional(),
+    wakeups: z.enum(['listen', 'poll']).optional(),
+    pollInterval: positiveDurationMs.optional(),
+    logger: object.optional(),
+  })
+  .refine((o) => o.connectionString || o.pool || o.kysely, 'give connectionString, pool or kysely')
+  .refine((o) => !(o.connectionString && o.pool), 'give connectionString or pool, not both')

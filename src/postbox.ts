@@ -1,0 +1,197 @@
+import pg from 'pg'
+import { kyselyDatabase, poolDatabase, type Database, type KyselyDatabaseLike, type PgPoolLike } from './db/database.js'
+import type { Executor } from './db/executor.js'
+import { executorFor, type TransactionLike } from './db/transaction.js'
+import { withTypedErrors } from './db/typed-errors.js'
+import { InvalidOptionsError } from './errors.js'
+import { silentLogger, type Logger } from './logger.js'
+import { migrate, type MigrateResult } from './migrate/migrator.js'
+import { trackOpen } from './open-resources.js'
+import { postboxOptionsSchema, type PostboxOptions } from './postbox-options.js'
+import * as messages from './queries/messages.js'
+import { selectQueueStats, type QueueStatsRow } from './queries/queues.js'
+import * as consumer from './queue/consumer.js'
+import { queueNameOf, type QueueRef } from './queue/define-queue.js'
+import type { Delivery, Message } from './queue/message.js'
+import * as producer from './queue/producer.js'
+import { QueueAdmin } from './queue/queue-admin.js'
+import type { QueueInfo, QueueOptions } from './queue/queue-options.js'
+import { batchOptionsSchema, sendOptionsSchema, type SendOptions } from './queue/send-options.js'
+import { assertQueueName } from './queue-name.js'
+import { schemaName, type SchemaName } from './schema-name.js'
+import { parseOptions } from './validation.js'
+import { z } from 'zod'
+
+/** Queue counts, as the `queue_stats` view has them; ages in milliseconds. */
+export interface QueueStats {
+  queue: string
+  ready: number
+  delayed: number
+  inFlight: number
+  dead: number
+  total: number
+  oldestReadyAgeMs: number | null
+  retained: number
+}
+
+function stats(row: QueueStatsRow): QueueStats {
+  return {
+    queue: row.queue,
+    ready: row.ready,
+    delayed: row.delayed,
+    inFlight: row.in_flight,
+    dead: row.dead,
+    total: row.total,
+    oldestReadyAgeMs: row.oldest_ready_age_ms,
+    retained: row.retained,
+  }
+}
+
+const redriveOptionsSchema = z.strictObject({ to: z.string().optional(), max: z.number().int().min(1).optional() })
+const txOnlySchema = z.strictObject({ tx: z.custom<TransactionLike>((v) => typeof v === 'object' && v !== null).optional() })
+
+/**
+ * A postbox client: queues, sending (optionally inside your transaction), receiving under a
+ * lease, and completing deliveries. One per process is enough; it is safe to share.
+ *
+ * @example
+ * const postbox = new Postbox({ connectionString: process.env.DATABASE_URL })
+ * await postbox.migrate()
+ * await postbox.createQueue('emails')
+ * await postbox.send('emails', { to: 'a@b.c' })
+ */
+export class Postbox {
+  /** The validated schema postbox lives in. */
+  readonly schema: SchemaName
+  /** Where postbox's own statements run (the pool), with typed errors. */
+  protected readonly db: Database
+  protected readonly logger: Logger
+  private readonly ownedPool: pg.Pool | undefined
+  private readonly queues: QueueAdmin
+  private readonly untrack: () => void
+  private closing: Promise<void> | undefined
+
+  constructor(options: PostboxOptions) {
+    const o = parseOptions(postboxOptionsSchema, options, 'Postbox options')
+    this.schema = schemaName(o.schema ?? 'postbox')
+    this.logger = (o.logger as Logger | undefined) ?? silentLogger
+    this.ownedPool = o.connectionString
+      ? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize ?? 10 })
+      : undefined
+    // An idle client's error (the server restarted) must not crash the app; the pool replaces it.
+    this.ownedPool?.on('error', (error) => this.logger.warn({ err: error.message }, 'postbox: idle pool client failed'))
+    const pool = (this.ownedPool ?? o.pool) as PgPoolLike | undefined
+    const base = pool ? poolDatabase(pool) : kyselyDatabase(o.kysely as KyselyDatabaseLike)
+    const transactions = o.kysely ? kyselyDatabase(o.kysely as KyselyDatabaseLike) : base
+    const typed = withTypedErrors(base)
+    this.db = {
+      query: typed.query,
+      transaction: (fn) => transactions.transaction((tx, handle) => fn(withTypedErrors(tx), handle)),
+    }
+    this.queues = new QueueAdmin(this.db, this.schema)
+    this.untrack = trackOpen('postbox', `Postbox(schema ${this.schema.name})`)
+  }
+
+  /** Installs or upgrades the schema. Idempotent and safe when many processes call it at once. */
+  migrate(): Promise<MigrateResult> {
+    return migrate(this.db, this.schema)
+  }
+
+  /** Creates a queue (and its dead letter) if it does not exist; an existing queue is returned unchanged. */
+  createQueue(name: string, options?: QueueOptions): Promise<QueueInfo> {
+    return this.queues.create(name, options)
+  }
+
+  /** Changes the given settings of a queue; the rest stay as they are. */
+  updateQueue(name: string, options: QueueOptions): Promise<QueueInfo> {
+    return this.queues.update(name, options)
+  }
+
+  /** Deletes a queue; refuses a non-empty one unless `{ purge: true }`. */
+  deleteQueue(name: string, options?: { purge?: boolean }): Promise<void> {
+    return this.queues.delete(name, options)
+  }
+
+  /** A queue's settings, or null when there is no such queue. */
+  getQueue(name: string): Promise<QueueInfo | null> {
+    return this.queues.get(name)
+  }
+
+  /** Every queue's settings, by name. */
+  listQueues(): Promise<QueueInfo[]> {
+    return this.queues.list()
+  }
+
+  /** Counts per queue from the `queue_stats` view: one queue, or all. */
+  async stats(queue?: string): Promise<QueueStats[]> {
+    return (await selectQueueStats(this.db, this.schema, queue === undefined ? null : assertQueueName(queue))).map(stats)
+  }
+
+  /**
+   * Sends a message. With `tx` it is written in your transaction and exists if and only if that
+   * transaction commits; without, it is committed at once.
+   */
+  async send<P>(queue: QueueRef<P>, payload: P, options?: SendOptions): Promise<producer.SendResult> {
+    if (options === undefined) return producer.send(this.db, this.schema, queue, payload)
+    const { tx, ...rest } = parseOptions(sendOptionsSchema, options, 'send options')
+    return producer.send(this.executor(tx), this.schema, queue, payload, rest)
+  }
+
+  /**
+   * Sends many messages to one queue in one statement; returns their ids in order. An item is a
+   * payload, or `{ payload, delay?, priority?, dedupeKey?, groupKey?, headers?, availableAt? }`.
+   */
+  async sendBatch<P>(queue: QueueRef<P>, items: readonly (P | producer.BatchItem<P>)[], options?: { tx?: TransactionLike }): Promise<string[]> {
+    const { tx } = parseOptions(batchOptionsSchema, options, 'sendBatch options')
+    return producer.sendBatch(this.executor(tx), this.schema, queue, items)
+  }
+
+  /** Claims up to `max` ready messages under a lease (visibility timeout). */
+  async receive<P>(queue: QueueRef<P>, options?: consumer.ReceiveOptions): Promise<Message<P>[]> {
+    const o = parseOptions(consumer.receiveOptionsSchema, options, 'receive options')
+    queueNameOf(queue)
+    return consumer.claim(this.db, this.schema, queue, o.max ?? 1, o.visibilityTimeout ?? null)
+  }
+
+  /** Acks one delivery or many (one statement), fenced by their leases; a lost lease throws `LeaseLostError`. */
+  async ack(message: Delivery | readonly Delivery[], options?: { tx?: TransactionLike }): Promise<void> {
+    const { tx } = parseOptions(txOnlySchema, options, 'ack options')
+    return consumer.ack(this.executor(tx), this.schema, message)
+  }
+
+  /** Fails a delivery: it is retried after the backoff (or `delay`), or dead-lettered after its last attempt. */
+  async nack(message: Delivery, options?: consumer.NackOptions): Promise<'retried' | 'dead' | 'dropped'> {
+    return consumer.nack(this.executor(options?.tx as TransactionLike | undefined), this.schema, message, options)
+  }
+
+  /** Extends the lease of one delivery or many to `duration` from now. */
+  async extend(message: Delivery | readonly Delivery[], duration: number | string): Promise<void> {
+    return consumer.extend(this.db, this.schema, message, duration)
+  }
+
+  /** Moves dead messages back to work: to their original queue, or `to`. Returns how many moved. */
+  async redrive(deadQueue: string, options?: { to?: string; max?: number }): Promise<number> {
+    const o = parseOptions(redriveOptionsSchema, options, 'redrive options')
+    return messages.redrive(this.db, this.schema, assertQueueName(deadQueue), o.to === undefined ? null : assertQueueName(o.to), o.max ?? null)
+  }
+
+  /** Deletes archived (acked, retained) messages older than their queue's retention. */
+  pruneArchive(): Promise<number> {
+    return messages.pruneArchive(this.db, this.schema)
+  }
+
+  /** Stops everything and, when postbox created the pool, ends its connections. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.ownedPool?.end().catch((error: Error) => this.logger.warn({ err: error.message }, 'postbox: closing the pool failed'))
+      this.untrack()
+    })()
+    return this.closing
+  }
+
+  protected executor(tx: TransactionLike | undefined): Executor {
+    if (tx === undefined) return this.db
+    if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
+    return withTypedErrors(executorFor(tx, this.db))
+  }
+}

@@ -1,0 +1,107 @@
+import type { Executor } from '../db/executor.js'
+import type { SchemaName } from '../schema-name.js'
+import type { MessageRow } from './message-row.js'
+
+// One function per statement. Each is a single round trip; the SQL functions they call live in
+// migrations/ and hold the logic, so triggers and other languages get the same behaviour.
+
+/** A message as the send statements take it: payload already encoded. */
+export interface OutgoingMessage {
+  encoding: 'json' | 'text' | 'binary'
+  /** JSON text when encoding is json. */
+  json: string | null
+  body: Buffer | null
+  delayMs: number | null
+  availableAt: Date | null
+  priority: number
+  dedupeKey: string | null
+  groupKey: string | null
+  headers: string | null
+}
+
+export interface SentRow {
+  id: string
+  duplicate: boolean
+}
+
+export async function sendMessage(db: Executor, s: SchemaName, queue: string, m: OutgoingMessage): Promise<SentRow> {
+  const { rows } = await db.query<SentRow>(
+    `SELECT id, duplicate FROM ${s.sql}.send_message($1, $2::jsonb, $3, $4, $5 * interval '1 millisecond', $6, $7, $8, $9, $10::jsonb)`,
+    [queue, m.json, m.body, m.encoding, m.delayMs, m.availableAt, m.priority, m.dedupeKey, m.groupKey, m.headers],
+  )
+  return rows[0] as SentRow
+}
+
+export async function sendBatch(db: Executor, s: SchemaName, queue: string, ms: readonly OutgoingMessage[]): Promise<SentRow[]> {
+  const { rows } = await db.query<SentRow>(
+    `SELECT id, duplicate FROM ${s.sql}.send_batch($1, $2::jsonb[], $3::bytea[], $4::text[],
+       (SELECT array_agg(d * interval '1 millisecond') FROM unnest($5::bigint[]) d), $6::timestamptz[], $7::int[],
+       $8::text[], $9::text[], $10::jsonb[])`,
+    [
+      queue,
+      ms.map((m) => m.json),
+      ms.map((m) => m.body),
+      ms.map((m) => m.encoding),
+      ms.map((m) => m.delayMs),
+      ms.map((m) => m.availableAt),
+      ms.map((m) => m.priority),
+      ms.map((m) => m.dedupeKey),
+      ms.map((m) => m.groupKey),
+      ms.map((m) => m.headers),
+    ],
+  )
+  return rows
+}
+
+export async function receive(db: Executor, s: SchemaName, queue: string, max: number, visibilityTimeoutMs: number | null): Promise<MessageRow[]> {
+  const { rows } = await db.query<MessageRow>(
+    `SELECT * FROM ${s.sql}.receive($1, $2, $3 * interval '1 millisecond')`,
+    [queue, max, visibilityTimeoutMs],
+  )
+  return rows
+}
+
+/** Acks deliveries fenced by their leases; returns the ids acked. */
+export async function ack(db: Executor, s: SchemaName, ids: readonly string[], leases: readonly string[]): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(`SELECT ack AS id FROM ${s.sql}.ack($1::bigint[], $2::uuid[])`, [ids, leases])
+  return rows.map((row) => row.id)
+}
+
+export type NackOutcome = 'retried' | 'dead' | 'dropped' | null
+
+export async function nack(
+  db: Executor,
+  s: SchemaName,
+  p: { id: string; lease: string; delayMs: number | null; error: string | null; dead: boolean },
+): Promise<NackOutcome> {
+  const { rows } = await db.query<{ outcome: NackOutcome }>(
+    `SELECT ${s.sql}.nack($1, $2, $3 * interval '1 millisecond', $4, $5) AS outcome`,
+    [p.id, p.lease, p.delayMs, p.error, p.dead],
+  )
+  return rows[0]?.outcome ?? null
+}
+
+/** Extends leases to now + duration; returns the ids whose lease is still held. */
+export async function extend(db: Executor, s: SchemaName, ids: readonly string[], leases: readonly string[], durationMs: number): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT extend AS id FROM ${s.sql}.extend($1::bigint[], $2::uuid[], $3 * interval '1 millisecond')`,
+    [ids, leases, durationMs],
+  )
+  return rows.map((row) => row.id)
+}
+
+/** Gives deliveries back, visible at once; returns the ids released. */
+export async function release(db: Executor, s: SchemaName, ids: readonly string[], leases: readonly string[]): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(`SELECT release AS id FROM ${s.sql}.release($1::bigint[], $2::uuid[])`, [ids, leases])
+  return rows.map((row) => row.id)
+}
+
+export async function redrive(db: Executor, s: SchemaName, deadQueue: string, to: string | null, max: number | null): Promise<number> {
+  const { rows } = await db.query<{ moved: number }>(`SELECT ${s.sql}.redrive($1, $2, $3) AS moved`, [deadQueue, to, max])
+  return rows[0]?.moved ?? 0
+}
+
+export async function pruneArchive(db: Executor, s: SchemaName): Promise<number> {
+  const { rows } = await db.query<{ pruned: number }>(`SELECT ${s.sql}.prune_archive() AS pruned`)
+  return rows[0]?.pruned ?? 0
+}

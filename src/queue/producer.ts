@@ -1,0 +1,73 @@
+import type { Executor } from '../db/executor.js'
+import { InvalidOptionsError, InvalidPayloadError } from '../errors.js'
+import * as m from '../queries/messages.js'
+import type { SchemaName } from '../schema-name.js'
+import { parseOptions } from '../validation.js'
+import { queueNameOf, type QueueRef } from './define-queue.js'
+import { encodePayload } from './payload-codec.js'
+import { messageOptionsSchema, type MessageOptions } from './send-options.js'
+
+/** What `send` returns: the message id, and whether a waiting message with the same dedupe key was found instead. */
+export interface SendResult {
+  id: string
+  duplicate: boolean
+}
+
+/** An item of `sendBatch` with its own options. */
+export interface BatchItem<P> extends MessageOptions {
+  payload: P
+}
+
+const ITEM_KEYS = new Set(['payload', 'delay', 'availableAt', 'priority', 'dedupeKey', 'groupKey', 'headers'])
+
+/** An item is an envelope when it is a plain object with a payload key and only envelope keys. */
+function isEnvelope(item: unknown): item is BatchItem<unknown> {
+  if (typeof item !== 'object' || item === null || Array.isArray(item) || item instanceof Uint8Array) return false
+  const keys = Object.keys(item)
+  return keys.includes('payload') && keys.every((k) => ITEM_KEYS.has(k))
+}
+
+function validatePayload(ref: QueueRef<unknown>, payload: unknown): unknown {
+  if (typeof ref === 'string') return payload
+  const result = ref.schema.safeParse(payload)
+  if (result.success) return result.data
+  const summary = result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')
+  throw new InvalidPayloadError(`payload does not match the schema of queue '${ref.name}': ${summary}`, result.error.issues)
+}
+
+function outgoing(ref: QueueRef<unknown>, payload: unknown, options: MessageOptions | undefined): m.OutgoingMessage {
+  const o = options === undefined ? {} : parseOptions(messageOptionsSchema, options, 'message options')
+  const encoded = encodePayload(validatePayload(ref, payload))
+  return {
+    ...encoded,
+    delayMs: o.delay ?? null,
+    availableAt: o.availableAt ?? null,
+    priority: o.priority ?? 0,
+    dedupeKey: o.dedupeKey ?? null,
+    groupKey: o.groupKey ?? null,
+    headers: o.headers ? JSON.stringify(o.headers) : null,
+  }
+}
+
+/** Sends one message on `db` (the pool, or the caller's transaction). */
+export async function send(db: Executor, s: SchemaName, ref: QueueRef<unknown>, payload: unknown, options?: MessageOptions): Promise<SendResult> {
+  const queue = queueNameOf(ref)
+  return m.sendMessage(db, s, queue, outgoing(ref, payload, options))
+}
+
+const MAX_BATCH = 10_000
+
+/** Sends many messages to one queue in one statement; returns their ids in input order. */
+export async function sendBatch(db: Executor, s: SchemaName, ref: QueueRef<unknown>, items: readonly unknown[]): Promise<string[]> {
+  const queue = queueNameOf(ref)
+  if (!Array.isArray(items)) throw new InvalidOptionsError('sendBatch takes an array of payloads or { payload, ...options } items')
+  if (items.length > MAX_BATCH) throw new InvalidOptionsError(`a batch holds at most ${MAX_BATCH} messages, got ${items.length}; split it`)
+  if (items.length === 0) return []
+  const messages = items.map((item) => {
+    if (!isEnvelope(item)) return outgoing(ref, item, undefined)
+    const { payload, ...options } = item
+    return outgoing(ref, payload, options)
+  })
+  const rows = await m.sendBatch(db, s, queue, messages)
+  return rows.map((row) => row.id)
+}

@@ -1,0 +1,50 @@
+import { z } from 'zod'
+import type { TransactionLike } from '../db/transaction.js'
+import { durationMs } from '../duration.js'
+
+const key = z.string().min(1).max(512)
+
+const messageFields = {
+    delay: durationMs.optional(),
+    availableAt: z.date().refine((d) => !Number.isNaN(d.getTime()), 'must be a valid date').optional(),
+    priority: z.number().int().min(-1_000_000).max(1_000_000).optional(),
+    dedupeKey: key.optional(),
+    groupKey: key.optional(),
+    headers: z.record(z.string(), z.string()).optional(),
+}
+
+const oneStart = (o: { delay?: number; availableAt?: Date }) => o.delay === undefined || o.availableAt === undefined
+const ONE_START = 'give delay or availableAt, not both'
+
+/** zod schema for the per-message options of `send` and `sendBatch` items. */
+export const messageOptionsSchema = z.strictObject(messageFields).refine(oneStart, ONE_START)
+
+const txSchema = z.custom<TransactionLike>((v) => typeof v === 'object' && v !== null, 'must be a pg client or a Kysely transaction')
+
+/** zod schema for the options of `send`. */
+export const sendOptionsSchema = z.strictObject({ ...messageFields, tx: txSchema.optional() }).refine(oneStart, ONE_START)
+
+/** zod schema for the options of `sendBatch`. */
+export const batchOptionsSchema = z.strictObject({ tx: txSchema.optional() })
+
+/** Per-message options: when it becomes available, its priority, keys and headers. */
+export interface MessageOptions {
+  /** Deliver no earlier than this long from now (database time). */
+  delay?: number | string
+  /** Deliver no earlier than this moment. */
+  availableAt?: Date
+  /** Higher first; default 0. */
+  priority?: number
+  /** While a message with this key waits or is in flight, sending another returns the first. */
+  dedupeKey?: string
+  /** Messages of one group are delivered in order, one at a time. */
+  groupKey?: string
+  /** String metadata, for example `traceparent`. */
+  headers?: Record<string, string>
+}
+
+/** Options of `send`: the message's options, and the caller's transaction to send in. */
+export interface SendOptions extends MessageOptions {
+  /** A pg client inside `BEGIN`, or a Kysely transaction: the message exists iff it commits. */
+  tx?: TransactionLike
+}
