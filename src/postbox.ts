@@ -1,3 +1,5 @@
+import { EventEmitter } from 'node:events'
+import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import { kyselyDatabase, poolDatabase, type Database, type KyselyDatabaseLike, type PgPoolLike } from './db/database.js'
 import type { Executor } from './db/executor.js'
@@ -21,6 +23,17 @@ import { assertQueueName } from './queue-name.js'
 import { schemaName, type SchemaName } from './schema-name.js'
 import { parseOptions } from './validation.js'
 import { z } from 'zod'
+import { Notifier } from './notify/notifier.js'
+import { WakeUps } from './notify/wake-ups.js'
+import type { Handler } from './worker/handler.js'
+import { Worker } from './worker/worker.js'
+import { workerOptionsSchema, type WorkerOptions } from './worker/worker-options.js'
+
+/** Events of a Postbox: the state of its LISTEN connection. */
+export interface PostboxEvents {
+  notifierConnected: []
+  notifierLost: [error: unknown]
+}
 
 /** Queue counts, as the `queue_stats` view has them; ages in milliseconds. */
 export interface QueueStats {
@@ -60,7 +73,7 @@ const txOnlySchema = z.strictObject({ tx: z.custom<TransactionLike>((v) => typeo
  * await postbox.createQueue('emails')
  * await postbox.send('emails', { to: 'a@b.c' })
  */
-export class Postbox {
+export class Postbox extends EventEmitter<PostboxEvents> {
   /** The validated schema postbox lives in. */
   readonly schema: SchemaName
   /** Where postbox's own statements run (the pool), with typed errors. */
@@ -70,8 +83,14 @@ export class Postbox {
   private readonly queues: QueueAdmin
   private readonly untrack: () => void
   private closing: Promise<void> | undefined
+  private readonly closeSignal = new AbortController()
+  private readonly pollMs: number
+  private readonly notifier: Notifier | undefined
+  private readonly wakeUps: WakeUps
+  private readonly workers = new Set<Worker<never, never>>()
 
   constructor(options: PostboxOptions) {
+    super()
     const o = parseOptions(postboxOptionsSchema, options, 'Postbox options')
     this.schema = schemaName(o.schema ?? 'postbox')
     this.logger = (o.logger as Logger | undefined) ?? silentLogger
@@ -89,7 +108,24 @@ export class Postbox {
       transaction: (fn) => transactions.transaction((tx, handle) => fn(withTypedErrors(tx), handle)),
     }
     this.queues = new QueueAdmin(this.db, this.schema)
+    this.pollMs = o.pollInterval ?? 2_000
+    const listenConnection = o.listenConnectionString ?? o.connectionString ?? poolConnectionString(o.pool)
+    if (o.wakeups !== 'poll' && listenConnection) {
+      this.notifier = new Notifier({ connectionString: listenConnection, schema: this.schema, logger: this.logger })
+      this.notifier.on('connected', () => this.emit('notifierConnected'))
+      this.notifier.on('lost', (error) => this.emit('notifierLost', error))
+    }
+    this.wakeUps = new WakeUps(this.db, this.schema, this.notifier, randomUUID(), this.pollMs, this.logger)
     this.untrack = trackOpen('postbox', `Postbox(schema ${this.schema.name})`)
+  }
+
+  /**
+   * Starts the LISTEN connection now rather than on first use, and waits until it is up. Optional:
+   * `work()` and `receive({ wait })` start it themselves.
+   */
+  async listen(): Promise<void> {
+    this.notifier?.start()
+    await this.notifier?.ready()
   }
 
   /** Installs or upgrades the schema. Idempotent and safe when many processes call it at once. */
@@ -146,11 +182,64 @@ export class Postbox {
     return producer.sendBatch(this.executor(tx), this.schema, queue, items)
   }
 
-  /** Claims up to `max` ready messages under a lease (visibility timeout). */
+  /**
+   * Claims up to `max` ready messages under a lease (visibility timeout). With `wait`, a long
+   * poll: returns as soon as a message is available, or empty after `wait`.
+   */
   async receive<P>(queue: QueueRef<P>, options?: consumer.ReceiveOptions): Promise<Message<P>[]> {
     const o = parseOptions(consumer.receiveOptionsSchema, options, 'receive options')
-    queueNameOf(queue)
-    return consumer.claim(this.db, this.schema, queue, o.max ?? 1, o.visibilityTimeout ?? null)
+    const name = queueNameOf(queue)
+    let got = await consumer.claim(this.db, this.schema, queue, o.max ?? 1, o.visibilityTimeout ?? null)
+    if (got.length > 0 || !o.wait) return got
+    this.notifier?.start()
+    const deadline = Date.now() + o.wait
+    const signal = this.closeSignal.signal
+    const recheck = async () => (got = await consumer.claim(this.db, this.schema, queue, o.max ?? 1, o.visibilityTimeout ?? null)).length > 0
+    for (let round = 0; Date.now() < deadline && !signal.aborted; round++) {
+      if (await this.wakeUps.wait([name], deadline - Date.now(), signal, recheck, round) || await recheck()) {
+        this.wakeUps.busy([name])
+        return got
+      }
+    }
+    return []
+  }
+
+  /**
+   * Runs `handler` for messages of one queue or several. Leases are extended while it runs; a
+   * resolved handler acks, a thrown error retries with the queue's backoff (`NonRetryableError`
+   * dead-letters at once). With `transactional: true` the handler gets `ctx.tx`, and the ack
+   * commits in that same transaction.
+   *
+   * @example
+   * const worker = postbox.work('emails', async (message, ctx) => sendEmail(message.payload), { concurrency: 10 })
+   * await worker.stop()
+   */
+  work<P, Tx = pg.PoolClient>(queues: QueueRef<P> | readonly QueueRef<P>[], handler: Handler<P, Tx>, options?: WorkerOptions): Worker<P, Tx> {
+    if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
+    const list = Array.isArray(queues) ? (queues as readonly QueueRef<P>[]) : [queues as QueueRef<P>]
+    if (list.length === 0) throw new InvalidOptionsError('work() needs at least one queue')
+    list.forEach(queueNameOf)
+    if (typeof handler !== 'function') throw new InvalidOptionsError('work() needs a handler function')
+    const o = parseOptions(workerOptionsSchema, options, 'worker options')
+    const worker = new Worker<P, Tx>(
+      { db: this.db, schema: this.schema, wakeUps: this.wakeUps, logger: this.logger },
+      list,
+      handler,
+      {
+        concurrency: o.concurrency ?? 1,
+        transactional: o.transactional ?? false,
+        visibilityTimeoutMs: o.visibilityTimeout ?? null,
+        handlerTimeoutMs: o.handlerTimeout ?? null,
+        pollMs: o.pollInterval ?? this.pollMs,
+        ackDelayMs: o.ackDelay ?? 2,
+      },
+    )
+    const tracked = worker as unknown as Worker<never, never>
+    this.workers.add(tracked)
+    worker.once('stopped', () => this.workers.delete(tracked))
+    this.notifier?.start()
+    worker.start()
+    return worker
   }
 
   /** Acks one delivery or many (one statement), fenced by their leases; a lost lease throws `LeaseLostError`. */
@@ -183,6 +272,10 @@ export class Postbox {
   /** Stops everything and, when postbox created the pool, ends its connections. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      this.closeSignal.abort()
+      await Promise.all([...this.workers].map((worker) => worker.stop()))
+      await this.wakeUps.close().catch(() => {})
+      await this.notifier?.stop()
       await this.ownedPool?.end().catch((error: Error) => this.logger.warn({ err: error.message }, 'postbox: closing the pool failed'))
       this.untrack()
     })()
@@ -194,4 +287,10 @@ export class Postbox {
     if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
     return withTypedErrors(executorFor(tx, this.db))
   }
+}
+
+/** The settings of a pg Pool, to open the LISTEN connection with the same credentials. */
+function poolConnectionString(pool: unknown): string | undefined {
+  const options = (pool as { options?: { connectionString?: string } } | undefined)?.options
+  return options?.connectionString
 }

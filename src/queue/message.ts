@@ -16,7 +16,9 @@ export interface Message<P = unknown> {
   readonly groupKey: string | null
   readonly dedupeKey: string | null
   readonly enqueuedAt: Date
-  /** When this delivery's lease runs out unless extended. */
+  /** When this delivery was claimed (database time). */
+  readonly claimedAt: Date
+  /** When this delivery's lease runs out unless extended (database time). */
   readonly leaseExpiresAt: Date
   readonly lease: string
   /** The error recorded by the previous failed attempt, if any. */
@@ -37,6 +39,7 @@ export function messageFromRow<P>(row: MessageRow, payload: P = decodePayload(ro
     groupKey: row.group_key,
     dedupeKey: row.dedupe_key,
     enqueuedAt: row.enqueued_at,
+    claimedAt: row.claimed_at as Date,
     leaseExpiresAt: row.available_at,
     lease: row.lease as string,
     lastError: row.last_error,

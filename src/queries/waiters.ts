@@ -1,0 +1,34 @@
+import type { Executor } from '../db/executor.js'
+import type { SchemaName } from '../schema-name.js'
+
+/**
+ * Records that this listener waits on a queue until ttl from now, so senders NOTIFY. Expired rows
+ * of the queue (listeners that died) are cleared on the way.
+ */
+export async function registerWaiter(db: Executor, s: SchemaName, queues: readonly string[], listener: string, ttlMs: number): Promise<void> {
+  await db.query(
+    `WITH expired AS (DELETE FROM ${s.sql}.waiters WHERE queue = ANY ($1) AND expires_at < now() - interval '1 minute')
+     INSERT INTO ${s.sql}.waiters (queue, listener, expires_at)
+     SELECT q, $2, now() + $3 * interval '1 millisecond' FROM unnest($1::text[]) q
+     ON CONFLICT (queue, listener) DO UPDATE SET expires_at = excluded.expires_at`,
+    [queues, listener, ttlMs],
+  )
+}
+
+/** Says this listener no longer waits on the queues (it found work): senders stop notifying. */
+export async function unregisterWaiter(db: Executor, s: SchemaName, queues: readonly string[], listener: string): Promise<void> {
+  await db.query(`DELETE FROM ${s.sql}.waiters WHERE queue = ANY ($1) AND listener = $2`, [queues, listener])
+}
+
+/**
+ * True when no sender is inside a transaction that sent to any of the queues: each sender holds
+ * the queue's wake_key lock shared until it commits, so the exclusive try-lock fails while one
+ * does. Taken and released in this one statement.
+ */
+export async function sendersSettled(db: Executor, s: SchemaName, queues: readonly string[]): Promise<boolean> {
+  const { rows } = await db.query<{ settled: boolean }>(
+    `SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled FROM unnest($1::text[]) q`,
+    [queues],
+  )
+  return rows[0]?.settled ?? true
+}

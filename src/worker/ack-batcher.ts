@@ -1,0 +1,63 @@
+import type { Executor } from '../db/executor.js'
+import { ack } from '../queries/messages.js'
+import type { SchemaName } from '../schema-name.js'
+import type { Delivery } from '../queue/message.js'
+
+interface Pending {
+  delivery: Delivery
+  resolve: (acked: boolean) => void
+  reject: (error: unknown) => void
+}
+
+const MAX_BATCH = 500
+
+/**
+ * Collects acks of finished handlers and writes them in one fenced statement, at most `delayMs`
+ * after the first one arrives (or at once when `MAX_BATCH` are waiting). Each caller learns
+ * whether its own delivery was acked or its lease was lost.
+ */
+export class AckBatcher {
+  private pending: Pending[] = []
+  private timer: NodeJS.Timeout | undefined
+  private readonly flushes = new Set<Promise<void>>()
+
+  constructor(
+    private readonly db: Executor,
+    private readonly s: SchemaName,
+    private readonly delayMs: number,
+  ) {}
+
+  /** Resolves true when acked, false when the lease was lost; rejects when the statement failed. */
+  ack(delivery: Delivery): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ delivery, resolve, reject })
+      if (this.pending.length >= MAX_BATCH) this.flush()
+      else this.timer ??= setTimeout(() => this.flush(), this.delayMs)
+    })
+  }
+
+  /** Writes what is pending now and waits for every write under way. */
+  async drain(): Promise<void> {
+    this.flush()
+    while (this.flushes.size > 0) await Promise.all(this.flushes)
+  }
+
+  private flush(): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    const batch = this.pending
+    if (batch.length === 0) return
+    this.pending = []
+    const write = ack(this.db, this.s, batch.map((p) => p.delivery.id), batch.map((p) => p.delivery.lease)).then(
+      (ids) => {
+        const acked = new Set(ids)
+        for (const p of batch) p.resolve(acked.has(p.delivery.id))
+      },
+      (error: unknown) => {
+        for (const p of batch) p.reject(error)
+      },
+    )
+    this.flushes.add(write)
+    void write.finally(() => this.flushes.delete(write))
+  }
+}

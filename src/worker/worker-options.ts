@@ -1,0 +1,35 @@
+import { z } from 'zod'
+import { durationMs, positiveDurationMs } from '../duration.js'
+
+/** Options of `work()`. */
+export interface WorkerOptions {
+  /** Handlers running at once; default 1. */
+  concurrency?: number
+  /** Run each handler in a transaction with the ack: `ctx.tx` is that transaction. Default false. */
+  transactional?: boolean
+  /** Lease per delivery; default the queue's visibility timeout. Leases are extended while a handler runs. */
+  visibilityTimeout?: number | string
+  /** Abort `ctx.signal` and retry the message when a handler runs longer than this. Default: no limit. */
+  handlerTimeout?: number | string
+  /** How often to look for work when no notification comes; default the Postbox's pollInterval. */
+  pollInterval?: number | string
+  /** Acks are flushed in one statement at most this long after a handler finishes; default 2ms. */
+  ackDelay?: number | string
+}
+
+export const workerOptionsSchema = z.strictObject({
+  concurrency: z.number().int().min(1).max(10_000).optional(),
+  transactional: z.boolean().optional(),
+  visibilityTimeout: positiveDurationMs.optional(),
+  handlerTimeout: positiveDurationMs.optional(),
+  pollInterval: positiveDurationMs.optional(),
+  ackDelay: durationMs.optional(),
+})
+
+/** Options of `worker.stop()`. */
+export interface StopOptions {
+  /** How long to wait for running handlers before releasing their messages; default 30s. */
+  timeout?: number | string
+}
+
+export const stopOptionsSchema = z.strictObject({ timeout: durationMs.optional() })

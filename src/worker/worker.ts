@@ -1,0 +1,340 @@
+import { EventEmitter } from 'node:events'
+import { sleep } from '../background-loop.js'
+import type { Database } from '../db/database.js'
+import { toMilliseconds } from '../duration.js'
+import { LeaseLostError, NonRetryableError } from '../errors.js'
+import type { Logger } from '../logger.js'
+import type { WakeUps } from '../notify/wake-ups.js'
+import { trackOpen } from '../open-resources.js'
+import * as m from '../queries/messages.js'
+import { claim, describeError, extend } from '../queue/consumer.js'
+import { queueNameOf, type QueueRef } from '../queue/define-queue.js'
+import type { Message } from '../queue/message.js'
+import type { SchemaName } from '../schema-name.js'
+import { parseOptions } from '../validation.js'
+import { AckBatcher } from './ack-batcher.js'
+import type { Handler, HandlerContext } from './handler.js'
+import { LeaseKeeper, type HeldLease } from './lease-keeper.js'
+import type { WorkerEvents } from './worker-events.js'
+import { stopOptionsSchema, type StopOptions } from './worker-options.js'
+
+/** What a worker needs from its Postbox. */
+export interface WorkerDeps {
+  readonly db: Database
+  readonly schema: SchemaName
+  readonly wakeUps: WakeUps
+  readonly logger: Logger
+}
+
+/** Settings after validation, durations in milliseconds. */
+export interface WorkerSettings {
+  concurrency: number
+  transactional: boolean
+  visibilityTimeoutMs: number | null
+  handlerTimeoutMs: number | null
+  pollMs: number
+  ackDelayMs: number
+}
+
+interface Running {
+  readonly message: Message
+  readonly controller: AbortController
+  readonly held: HeldLease
+  readonly done: Promise<void>
+  lost: boolean
+  released: boolean
+  /** True until the handler settles; the slot is free again from then, while the ack is written. */
+  occupying: boolean
+}
+
+class HandlerTimeoutError extends Error {
+  override name = 'HandlerTimeoutError'
+}
+
+const ERROR_BACKOFF_MS = [100, 250, 500, 1_000, 2_000, 5_000]
+
+/**
+ * Runs a handler over one or more queues: claims in batches sized to free capacity, extends
+ * leases while handlers run, acks in batches (fenced by lease), retries failures with the queue's
+ * backoff, and stops gracefully. Created by `postbox.work()`.
+ */
+export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents> {
+  private readonly queues: readonly QueueRef<P>[]
+  private readonly names: readonly string[]
+  private readonly running = new Set<Running>()
+  private readonly acks: AckBatcher
+  private readonly keeper: LeaseKeeper
+  private readonly stopping = new AbortController()
+  private pauseGate: { promise: Promise<void>; open: () => void } | undefined
+  private slotFreed: (() => void) | undefined
+  private loop: Promise<void> | undefined
+  private stopped: Promise<void> | undefined
+  private untrack: (() => void) | undefined
+  private next = 0
+  private occupied = 0
+
+  constructor(
+    private readonly deps: WorkerDeps,
+    queues: readonly QueueRef<P>[],
+    private readonly handler: Handler<P, Tx>,
+    private readonly settings: WorkerSettings,
+  ) {
+    super()
+    this.queues = queues
+    this.names = queues.map(queueNameOf)
+    this.acks = new AckBatcher(deps.db, deps.schema, settings.ackDelayMs)
+    this.keeper = new LeaseKeeper(deps.db, deps.schema, (error) => this.report(error))
+  }
+
+  /** The queues this worker serves. */
+  get queueNames(): readonly string[] {
+    return this.names
+  }
+
+  /** Handlers running now. */
+  get inFlight(): number {
+    return this.running.size
+  }
+
+  /** Starts claiming; called by `postbox.work()`. */
+  start(): void {
+    if (this.loop) return
+    this.untrack = trackOpen('worker', `Worker(${this.names.join(', ')})`)
+    this.keeper.start()
+    this.loop = this.fetchLoop()
+  }
+
+  /** Stops claiming new messages; running handlers carry on. */
+  pause(): void {
+    if (this.pauseGate) return
+    let open = () => {}
+    const promise = new Promise<void>((resolve) => (open = resolve))
+    this.pauseGate = { promise, open }
+  }
+
+  /** Claims again after `pause()`. */
+  resume(): void {
+    const gate = this.pauseGate
+    this.pauseGate = undefined
+    gate?.open()
+  }
+
+  /**
+   * Stops the worker: no new claims, waits up to `timeout` (default 30s) for running handlers,
+   * then aborts and releases what is left (visible again at once, its attempt still counted), and
+   * flushes pending acks. Idempotent; never throws.
+   */
+  stop(options?: StopOptions): Promise<void> {
+    this.stopped ??= this.shutdown(options).catch((error: unknown) => {
+      this.deps.logger.error({ err: describeError(error) }, 'postbox: worker stop failed')
+    })
+    return this.stopped
+  }
+
+  private async shutdown(options: StopOptions | undefined): Promise<void> {
+    let timeoutMs = 30_000
+    try {
+      timeoutMs = parseOptions(stopOptionsSchema, options, 'stop options').timeout ?? timeoutMs
+    } catch (error) {
+      this.deps.logger.warn({ err: (error as Error).message }, 'postbox: ignoring invalid stop options')
+    }
+    this.stopping.abort()
+    this.resume()
+    this.slotFreed?.()
+    await this.loop
+    const all = () => Promise.all([...this.running].map((r) => r.done))
+    await Promise.race([all(), sleep(timeoutMs)])
+    const left = [...this.running].filter((r) => !r.released)
+    if (left.length > 0) {
+      for (const r of left) {
+        r.released = true
+        r.controller.abort(new Error('worker stopped'))
+        this.keeper.remove(r.held)
+      }
+      await m
+        .release(this.deps.db, this.deps.schema, left.map((r) => r.message.id), left.map((r) => r.message.lease))
+        .catch((error: unknown) => this.report(error))
+    }
+    await this.acks.drain()
+    await this.keeper.stop()
+    this.untrack?.()
+    this.emit('stopped')
+  }
+
+  private report(error: unknown): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error)
+    else this.deps.logger.error({ err: describeError(error) }, 'postbox: worker error')
+  }
+
+  private free(): number {
+    return this.settings.concurrency - this.occupied
+  }
+
+  /** Frees the handler's slot once (when its handler settles), and wakes the fetch loop. */
+  private vacate(entry: Running): void {
+    if (!entry.occupying) return
+    entry.occupying = false
+    this.occupied--
+    const wake = this.slotFreed
+    this.slotFreed = undefined
+    wake?.()
+  }
+
+  private async fetchLoop(): Promise<void> {
+    const { signal } = this.stopping
+    let idleRounds = 0
+    let failures = 0
+    while (!signal.aborted) {
+      try {
+        if (this.pauseGate) {
+          await Promise.race([this.pauseGate.promise, sleep(60_000, signal)])
+          continue
+        }
+        if (this.free() <= 0) {
+          await new Promise<void>((resolve) => (this.slotFreed = resolve))
+          continue
+        }
+        if (await this.claimRound()) {
+          idleRounds = 0
+        } else {
+          const found = await this.deps.wakeUps.wait(this.names, this.settings.pollMs, signal, () => this.claimRound(), idleRounds)
+          idleRounds = found ? 0 : idleRounds + 1
+        }
+        failures = 0
+      } catch (error) {
+        this.report(error)
+        await sleep(ERROR_BACKOFF_MS[Math.min(failures++, ERROR_BACKOFF_MS.length - 1)] as number, signal)
+      }
+    }
+  }
+
+  /** Claims from each queue in turn while there is capacity; true if anything was claimed. */
+  private async claimRound(): Promise<boolean> {
+    let claimed = false
+    for (let i = 0; i < this.queues.length && !this.stopping.signal.aborted && !this.pauseGate; i++) {
+      const free = this.free()
+      if (free <= 0) break
+      const index = (this.next + i) % this.queues.length
+      const ref = this.queues[index] as QueueRef<P>
+      const messages = await claim(this.deps.db, this.deps.schema, ref, Math.min(free, 1000), this.settings.visibilityTimeoutMs)
+      if (messages.length === 0) continue
+      claimed = true
+      this.deps.wakeUps.busy([this.names[index] as string])
+      for (const message of messages) this.begin(message)
+    }
+    this.next = (this.next + 1) % this.queues.length
+    return claimed
+  }
+
+  private begin(message: Message<P>): void {
+    const controller = new AbortController()
+    const leaseMs = Math.max(1, message.leaseExpiresAt.getTime() - message.claimedAt.getTime())
+    const entry = { message, controller, lost: false, released: false, occupying: true } as Running & { done: Promise<void>; held: HeldLease }
+    this.occupied++
+    entry.held = {
+      id: message.id,
+      lease: message.lease,
+      leaseMs,
+      expiresAt: Date.now() + leaseMs,
+      completing: false,
+      onLost: () => {
+        entry.lost = true
+        controller.abort(new LeaseLostError([message.id]))
+      },
+    }
+    this.running.add(entry)
+    this.keeper.add(entry.held)
+    this.emit('received', message)
+    entry.done = this.handle(entry as Running).finally(() => {
+      this.keeper.remove(entry.held)
+      this.running.delete(entry)
+      this.vacate(entry)
+    })
+  }
+
+  private context(entry: Running, tx: unknown): HandlerContext<Tx> {
+    return {
+      signal: entry.controller.signal,
+      tx: tx as Tx | undefined,
+      extend: async (duration) => {
+        await extend(this.deps.db, this.deps.schema, entry.message, duration)
+        entry.held.expiresAt = Date.now() + (toMilliseconds(duration) ?? 0)
+      },
+    }
+  }
+
+  /** Runs the handler; in transactional mode inside the transaction that acks. */
+  private async handle(entry: Running): Promise<void> {
+    const { message } = entry
+    const started = Date.now()
+    try {
+      if (this.settings.transactional) {
+        await this.deps.db.transaction(async (tx, handle) => {
+          await this.invoke(entry, handle, false)
+          entry.held.completing = true
+          const acked = await m.ack(tx, this.deps.schema, [message.id], [message.lease])
+          if (acked.length === 0) throw new LeaseLostError([message.id])
+        })
+      } else {
+        await this.invoke(entry, undefined, true).finally(() => this.vacate(entry))
+        if (entry.lost || entry.released) throw new LeaseLostError([message.id])
+        entry.held.completing = true
+        if (!(await this.acks.ack(message))) throw new LeaseLostError([message.id])
+      }
+      this.emit('completed', message, { durationMs: Date.now() - started })
+    } catch (error) {
+      if (error instanceof LeaseLostError || entry.lost) {
+        if (!entry.released) this.emit('leaseLost', message)
+        return
+      }
+      if (entry.released) return
+      this.vacate(entry)
+      await this.fail(message, error)
+    }
+  }
+
+  /**
+   * Calls the handler with a timeout. `race` lets a timed-out handler run on in the background;
+   * in transactional mode the handler owns the connection, so it is awaited to the end instead.
+   */
+  private async invoke(entry: Running, tx: unknown, race: boolean): Promise<void> {
+    const { handlerTimeoutMs } = this.settings
+    if (handlerTimeoutMs === null) {
+      await this.handler(entry.message as Message<P>, this.context(entry, tx))
+      return
+    }
+    const timeout = new HandlerTimeoutError(`handler took longer than ${handlerTimeoutMs} ms`)
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        entry.controller.abort(timeout)
+        if (race) reject(timeout)
+      }, handlerTimeoutMs)
+    })
+    try {
+      await Promise.race([Promise.resolve(this.handler(entry.message as Message<P>, this.context(entry, tx))), timedOut])
+      if (entry.controller.signal.reason === timeout) throw timeout
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  private async fail(message: Message, error: unknown): Promise<void> {
+    this.emit('failed', message, error)
+    const outcome = await m
+      .nack(this.deps.db, this.deps.schema, {
+        id: message.id,
+        lease: message.lease,
+        delayMs: null,
+        error: describeError(error),
+        dead: error instanceof NonRetryableError,
+      })
+      .catch((nackError: unknown) => {
+        this.report(nackError)
+        return 'unknown' as const
+      })
+    if (outcome === null) this.emit('leaseLost', message)
+    else if (outcome === 'retried') this.emit('retried', message, error)
+    else if (outcome !== 'unknown') this.emit('deadLettered', message, error)
+  }
+}
