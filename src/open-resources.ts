@@ -1,6 +1,9 @@
-/** Something postbox opened that holds a connection or a timer until it is closed or stopped. */
+/**
+ * Something postbox opened that holds connections or timers until it is closed or stopped: a
+ * Postbox (with its pool and LISTEN connection) or a worker.
+ */
 export interface OpenResource {
-  readonly kind: 'postbox' | 'worker' | 'notifier'
+  readonly kind: 'postbox' | 'worker'
   readonly description: string
   readonly openedAt: number
 }

@@ -2,7 +2,6 @@ import { EventEmitter } from 'node:events'
 import pg from 'pg'
 import { sleep, type BackgroundService } from '../background-loop.js'
 import type { Logger } from '../logger.js'
-import { trackOpen } from '../open-resources.js'
 import type { SchemaName } from '../schema-name.js'
 
 /** Options of the {@link Notifier}. */
@@ -31,7 +30,6 @@ export class Notifier extends EventEmitter implements BackgroundService {
   private readonly subscribers = new Map<string, Set<Listener>>()
   private stopped = new AbortController()
   private loop: Promise<void> | undefined
-  private untrack: (() => void) | undefined
   private connectedNow = false
 
   constructor(private readonly options: NotifierOptions) {
@@ -45,7 +43,6 @@ export class Notifier extends EventEmitter implements BackgroundService {
 
   start(): void {
     if (this.loop) return
-    this.untrack = trackOpen('notifier', `Notifier(schema ${this.options.schema.name})`)
     this.loop = this.run()
   }
 
@@ -78,7 +75,6 @@ export class Notifier extends EventEmitter implements BackgroundService {
     if (!this.stopped.signal.aborted) this.stopped.abort()
     this.client?.end().catch(() => {})
     await this.loop
-    this.untrack?.()
   }
 
   private wakeAll(): void {
@@ -109,7 +105,7 @@ export class Notifier extends EventEmitter implements BackgroundService {
       connectionString: this.options.connectionString,
       keepAlive: true,
       // LISTEN must never sit idle in a transaction (it would fill the notification queue).
-      application_name: 'postbox-notifier',
+      application_name: `postbox:${schema.name}:listen`,
     })
     this.client = client
     const ended = new Promise<Error>((resolve) => {

@@ -46,6 +46,7 @@ export class WakeUps {
    */
   async wait(queues: readonly string[], maxWaitMs: number, signal: AbortSignal, recheck: Recheck, round = 0): Promise<boolean> {
     const notifier = this.notifier
+    if (signal.aborted) return false
     if (!notifier) {
       await sleep(Math.min(this.pollMs, maxWaitMs), signal)
       return false

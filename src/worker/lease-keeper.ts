@@ -26,6 +26,9 @@ export class LeaseKeeper implements BackgroundService {
   private readonly held = new Set<HeldLease>()
   private readonly stopped = new AbortController()
   private loop: Promise<void> | undefined
+  /** Ends the current sleep early, when a lease shorter than the tick it was planned for arrives. */
+  private nudge = new AbortController()
+  private tickMs = Infinity
 
   constructor(
     private readonly db: Executor,
@@ -35,6 +38,7 @@ export class LeaseKeeper implements BackgroundService {
 
   add(lease: HeldLease): void {
     this.held.add(lease)
+    if (lease.leaseMs / 4 < this.tickMs) this.nudge.abort()
   }
 
   remove(lease: HeldLease): void {
@@ -47,13 +51,17 @@ export class LeaseKeeper implements BackgroundService {
 
   async stop(): Promise<void> {
     this.stopped.abort()
+    this.nudge.abort()
     await this.loop
   }
 
   private async run(): Promise<void> {
     while (!this.stopped.signal.aborted) {
       const shortest = Math.min(60_000, ...[...this.held].map((h) => h.leaseMs))
-      await sleep(Math.max(50, shortest / 4), this.stopped.signal)
+      this.tickMs = Math.max(25, shortest / 4)
+      this.nudge = new AbortController()
+      await sleep(this.tickMs, this.nudge.signal)
+      this.tickMs = Infinity
       if (this.stopped.signal.aborted) break
       await this.renew().catch(this.onError)
     }

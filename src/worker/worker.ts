@@ -72,6 +72,7 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
   private untrack: (() => void) | undefined
   private next = 0
   private occupied = 0
+  private claiming: Promise<unknown> | undefined
 
   constructor(
     private readonly deps: WorkerDeps,
@@ -104,12 +105,17 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     this.loop = this.fetchLoop()
   }
 
-  /** Stops claiming new messages; running handlers carry on. */
-  pause(): void {
-    if (this.pauseGate) return
-    let open = () => {}
-    const promise = new Promise<void>((resolve) => (open = resolve))
-    this.pauseGate = { promise, open }
+  /**
+   * Stops claiming new messages; running handlers carry on. Resolves once a claim that was
+   * already under way has finished, so no message is claimed after that.
+   */
+  async pause(): Promise<void> {
+    if (!this.pauseGate) {
+      let open = () => {}
+      const promise = new Promise<void>((resolve) => (open = resolve))
+      this.pauseGate = { promise, open }
+    }
+    await this.claiming
   }
 
   /** Claims again after `pause()`. */
@@ -125,9 +131,7 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
    * flushes pending acks. Idempotent; never throws.
    */
   stop(options?: StopOptions): Promise<void> {
-    this.stopped ??= this.shutdown(options).catch((error: unknown) => {
-      this.deps.logger.error({ err: describeError(error) }, 'postbox: worker stop failed')
-    })
+    this.stopped ??= this.shutdown(options).catch((error: unknown) => this.report(error))
     return this.stopped
   }
 
@@ -138,27 +142,34 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     } catch (error) {
       this.deps.logger.warn({ err: (error as Error).message }, 'postbox: ignoring invalid stop options')
     }
-    this.stopping.abort()
-    this.resume()
-    this.slotFreed?.()
-    await this.loop
-    const all = () => Promise.all([...this.running].map((r) => r.done))
-    await Promise.race([all(), sleep(timeoutMs)])
-    const left = [...this.running].filter((r) => !r.released)
-    if (left.length > 0) {
-      for (const r of left) {
-        r.released = true
-        r.controller.abort(new Error('worker stopped'))
-        this.keeper.remove(r.held)
-      }
-      await m
-        .release(this.deps.db, this.deps.schema, left.map((r) => r.message.id), left.map((r) => r.message.lease))
-        .catch((error: unknown) => this.report(error))
+    try {
+      this.stopping.abort()
+      this.resume()
+      this.slotFreed?.()
+      await this.loop
+      const all = () => Promise.all([...this.running].map((r) => r.done))
+      await Promise.race([all(), sleep(timeoutMs)])
+      await this.releaseRunning()
+      await this.acks.drain()
+    } finally {
+      await this.keeper.stop()
+      this.untrack?.()
+      this.emit('stopped')
     }
-    await this.acks.drain()
-    await this.keeper.stop()
-    this.untrack?.()
-    this.emit('stopped')
+  }
+
+  /** Aborts handlers still running and gives their messages back at once. */
+  private async releaseRunning(): Promise<void> {
+    const left = [...this.running].filter((r) => !r.released)
+    if (left.length === 0) return
+    for (const r of left) {
+      r.released = true
+      r.controller.abort(new Error('worker stopped'))
+      this.keeper.remove(r.held)
+    }
+    await m
+      .release(this.deps.db, this.deps.schema, left.map((r) => r.message.id), left.map((r) => r.message.lease))
+      .catch((error: unknown) => this.report(error))
   }
 
   private report(error: unknown): void {
@@ -216,7 +227,9 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       if (free <= 0) break
       const index = (this.next + i) % this.queues.length
       const ref = this.queues[index] as QueueRef<P>
-      const messages = await claim(this.deps.db, this.deps.schema, ref, Math.min(free, 1000), this.settings.visibilityTimeoutMs)
+      const claiming = claim(this.deps.db, this.deps.schema, ref, Math.min(free, 1000), this.settings.visibilityTimeoutMs)
+      this.claiming = claiming.catch(() => {})
+      const messages = await claiming
       if (messages.length === 0) continue
       claimed = true
       this.deps.wakeUps.busy([this.names[index] as string])
