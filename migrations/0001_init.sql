@@ -45,7 +45,10 @@ CREATE TABLE {{schema}}.messages (
   -- When the message can next be claimed: its delay while waiting, its lease expiry while in flight.
   -- An expired lease therefore makes a message claimable again without any rescuer process.
   available_at   timestamptz NOT NULL DEFAULT now(),
-  -- Deliveries so far; the claim counts an attempt in the same statement that leases it.
+  -- Deliveries so far in this queue; the claim counts an attempt in the same statement that
+  -- leases it. Dead-lettering and redrive start it again at 0, because the queue a message moves
+  -- to judges it by its own maxAttempts (a dead letter of a 5-attempt queue would otherwise be
+  -- dropped by its dead-letter queue's first claim, unseen).
   attempt        integer NOT NULL DEFAULT 0,
   -- The fencing token of the current delivery: ack, nack and extend must present it.
   lease          uuid,
@@ -59,9 +62,11 @@ CREATE TABLE {{schema}}.messages (
   enqueued_at    timestamptz NOT NULL DEFAULT now(),
   claimed_at     timestamptz,
   last_error     text,
-  -- Set when the message was dead-lettered: where it came from and when.
-  original_queue text,
-  dead_at        timestamptz,
+  -- Set when the message was dead-lettered: where it came from, how many deliveries it had
+  -- there, and when.
+  original_queue   text,
+  original_attempt integer,
+  dead_at          timestamptz,
   CONSTRAINT messages_encoding_valid CHECK (
     (encoding = 'json' AND payload IS NOT NULL AND body IS NULL) OR
     (encoding IN ('text', 'binary') AND body IS NOT NULL AND payload IS NULL))
@@ -202,10 +207,19 @@ SET search_path = pg_catalog, {{schema}}, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-  q queues := require_queue(queue);
+  q queues;
 BEGIN
-  PERFORM assert_message(q, payload, body, encoding, delay, priority, dedupe_key, group_key, headers);
+  -- The lock comes before the queue look-up: deleteQueue takes it exclusively, so a send either
+  -- finishes before the delete counts the queue's messages, or looks the queue up after the
+  -- delete committed and finds it gone. Looking up first would let a send that waited on the
+  -- lock insert into a queue deleted meanwhile.
   PERFORM pg_advisory_xact_lock_shared(wake_key(queue));
+  q := require_queue(queue);
+  PERFORM assert_message(q, payload, body, encoding, delay, priority, dedupe_key, group_key, headers);
+  -- One start time, as in the TypeScript API: silently preferring one would hide a caller's bug.
+  IF delay IS NOT NULL AND send_message.available_at IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'give delay or available_at, not both';
+  END IF;
   duplicate := false;
   FOR i IN 1..3 LOOP
     INSERT INTO messages AS m (queue, priority, available_at, encoding, payload, body, headers, dedupe_key, group_key)
@@ -238,10 +252,13 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, {{schema}}, pg_temp
 AS $$
 DECLARE
-  q queues := require_queue(queue);
+  q queues;
   n integer := coalesce(cardinality(encodings), 0);
   r record;
 BEGIN
+  -- Locked before the look-up, as in send_message, so a concurrent deleteQueue cannot be missed.
+  PERFORM pg_advisory_xact_lock_shared(wake_key(queue));
+  q := require_queue(queue);
   IF n = 0 THEN
     RETURN;
   END IF;
@@ -253,12 +270,14 @@ BEGIN
      OR cardinality(dedupe_keys) <> n OR cardinality(group_keys) <> n OR cardinality(headers) <> n THEN
     RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'send_batch arrays must all have one element per message';
   END IF;
-  FOR r IN SELECT * FROM unnest(payloads, bodies, encodings, delays, priorities, dedupe_keys, group_keys, headers)
-             AS t(payload, body, encoding, delay, priority, dedupe_key, group_key, headers) LOOP
+  FOR r IN SELECT * FROM unnest(payloads, bodies, encodings, delays, available_ats, priorities, dedupe_keys, group_keys, headers)
+             AS t(payload, body, encoding, delay, available_at, priority, dedupe_key, group_key, headers) LOOP
     PERFORM assert_message(q, r.payload, r.body, r.encoding, r.delay, r.priority, r.dedupe_key, r.group_key, r.headers);
+    IF r.delay IS NOT NULL AND r.available_at IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'give delay or available_at, not both';
+    END IF;
   END LOOP;
   IF NOT EXISTS (SELECT 1 FROM unnest(dedupe_keys) k WHERE k IS NOT NULL) THEN
-    PERFORM pg_advisory_xact_lock_shared(wake_key(queue));
     -- Identity values are drawn in the order rows are inserted, which follows ORDER BY ord, so
     -- sorting the new ids restores input order.
     RETURN QUERY
@@ -310,9 +329,12 @@ BEGIN
     DELETE FROM messages m USING target t WHERE m.id = t.id AND t.dead_letter IS NULL RETURNING m.id
   )
   SELECT count(*) INTO dropped FROM gone;
+  -- The dedupe key is freed (the work can be sent again) and the attempt count starts again for
+  -- the dead-letter queue, with the count it had here kept in original_attempt.
   UPDATE messages m
-  SET queue = q.dead_letter, original_queue = m.queue, lease = NULL, available_at = now(),
-      dead_at = now(), dedupe_key = NULL, last_error = coalesce(reason, m.last_error)
+  SET queue = q.dead_letter, original_queue = m.queue, original_attempt = m.attempt, attempt = 0,
+      lease = NULL, available_at = now(), dead_at = now(), dedupe_key = NULL,
+      last_error = coalesce(reason, m.last_error)
   FROM queues q
   WHERE m.id = ANY (ids) AND q.name = m.queue AND q.dead_letter IS NOT NULL;
   GET DIAGNOSTICS moved = ROW_COUNT;
@@ -331,6 +353,7 @@ DECLARE
   q queues := require_queue(queue);
   picked bigint[];
   exhausted bigint[];
+  taken integer := 0;
 BEGIN
   IF max IS NULL OR max NOT BETWEEN 1 AND 1000 THEN
     RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = format('max must be from 1 to 1000, got %s', max);
@@ -338,33 +361,45 @@ BEGIN
   IF visibility_timeout <= '0' THEN
     RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'visibility timeout must be positive';
   END IF;
-  -- The locked ids are collected into an array before anything is updated, so the planner cannot
-  -- re-run the locking subquery and claim more than max rows (a failure seen in other queues).
-  SELECT array_agg(c.id ORDER BY c.priority DESC, c.available_at, c.id) FILTER (WHERE c.attempt < q.max_attempts),
-         array_agg(c.id) FILTER (WHERE c.attempt >= q.max_attempts)
-  INTO picked, exhausted
-  FROM (
-    SELECT m.id, m.attempt, m.priority, m.available_at FROM messages m
-    WHERE m.queue = receive.queue AND m.available_at <= now()
-    ORDER BY m.priority DESC, m.available_at, m.id
-    LIMIT max
-    FOR UPDATE SKIP LOCKED
-  ) c;
-  -- A message whose last attempt's lease ran out (its consumer died) is dead, not redelivered.
-  IF exhausted IS NOT NULL THEN
+  -- Exhausted messages (see below) take places in the LIMIT; without another round a claim could
+  -- return nothing while ready messages wait behind them, and a consumer would go idle. Each
+  -- round moves at least one exhausted message away, and the rounds are capped so one call's
+  -- work stays bounded.
+  FOR round IN 1..10 LOOP
+    -- The locked ids are collected into an array before anything is updated, so the planner
+    -- cannot re-run the locking subquery and claim more than max rows (seen in other queues).
+    -- Exhausted means the lease of the last allowed attempt ran out (the lease is still set). A
+    -- message given back without a verdict (release, lease NULL) gets its delivery even past
+    -- maxAttempts: a worker stopping on a message's last attempt must not kill a healthy message.
+    SELECT array_agg(c.id ORDER BY c.priority DESC, c.available_at, c.id)
+             FILTER (WHERE c.attempt < q.max_attempts OR c.lease IS NULL),
+           array_agg(c.id) FILTER (WHERE c.attempt >= q.max_attempts AND c.lease IS NOT NULL)
+    INTO picked, exhausted
+    FROM (
+      SELECT m.id, m.attempt, m.lease, m.priority, m.available_at FROM messages m
+      WHERE m.queue = receive.queue AND m.available_at <= now()
+      ORDER BY m.priority DESC, m.available_at, m.id
+      LIMIT max - taken
+      FOR UPDATE SKIP LOCKED
+    ) c;
+    IF picked IS NOT NULL THEN
+      -- Claimed rows get a lease expiry in the future, so a later round does not see them again.
+      RETURN QUERY
+      WITH claimed AS (
+        UPDATE messages m
+        SET attempt = m.attempt + 1, lease = gen_random_uuid(), claimed_at = now(),
+            available_at = now() + coalesce(visibility_timeout, q.visibility_timeout)
+        WHERE m.id = ANY (picked)
+        RETURNING m.*
+      )
+      SELECT c.* FROM claimed c JOIN unnest(picked) WITH ORDINALITY AS p(id, ord) ON p.id = c.id ORDER BY p.ord;
+      taken := taken + cardinality(picked);
+    END IF;
+    EXIT WHEN exhausted IS NULL;
+    -- A message whose last attempt's lease ran out (its consumer died) is dead, not redelivered.
     PERFORM dead_letter(exhausted, 'lease expired on the last attempt');
-  END IF;
-  IF picked IS NOT NULL THEN
-    RETURN QUERY
-    WITH claimed AS (
-      UPDATE messages m
-      SET attempt = m.attempt + 1, lease = gen_random_uuid(), claimed_at = now(),
-          available_at = now() + coalesce(visibility_timeout, q.visibility_timeout)
-      WHERE m.id = ANY (picked)
-      RETURNING m.*
-    )
-    SELECT c.* FROM claimed c ORDER BY array_position(picked, c.id);
-  END IF;
+    EXIT WHEN taken >= max;
+  END LOOP;
 END $$;
 
 -- Acks deliveries, each fenced by its lease: a delivery whose lease was lost (expired and claimed
@@ -395,7 +430,10 @@ AS $$
   SELECT CASE WHEN q.backoff_jitter THEN d * (0.5 + random() / 2) ELSE d END
   FROM (SELECT CASE q.backoff_type
                  WHEN 'fixed' THEN q.backoff_base
-                 ELSE least(q.backoff_max, q.backoff_base * power(2, least(greatest(attempt - 1, 0), 40)))
+                 -- In seconds as float8: base * 2^40 as an interval overflows for a base of a few years.
+                 ELSE least(extract(epoch FROM q.backoff_max)::float8,
+                            extract(epoch FROM q.backoff_base)::float8 * power(2, least(greatest(attempt - 1, 0), 40)))
+                      * interval '1 second'
                END AS d) s
 $$;
 
@@ -442,7 +480,8 @@ AS $$
 $$;
 
 -- Gives deliveries back without a verdict (a worker stopping): visible again at once, the attempt
--- already counted stays counted. Returns the ids released.
+-- already counted stays counted. A released message is delivered again even when that attempt was
+-- its last (see receive); a failure on that delivery dead-letters it. Returns the ids released.
 CREATE FUNCTION {{schema}}.release(ids bigint[], leases uuid[]) RETURNS SETOF bigint
 LANGUAGE sql
 SET search_path = pg_catalog, {{schema}}, pg_temp
@@ -471,12 +510,15 @@ BEGIN
   END IF;
   WITH picked AS (
     SELECT m.id FROM messages m
-    WHERE m.queue = dead_queue AND (target IS NOT NULL OR m.original_queue IS NOT NULL)
+    -- Without a target, a message goes back only if its original queue still exists; the rest
+    -- stay here (redrive them with a target) rather than land in a queue nobody can see.
+    WHERE m.queue = dead_queue
+      AND (target IS NOT NULL OR EXISTS (SELECT 1 FROM queues oq WHERE oq.name = m.original_queue))
     ORDER BY m.id LIMIT max FOR UPDATE SKIP LOCKED
   )
   UPDATE messages m
-  SET queue = coalesce(target, m.original_queue), original_queue = NULL, dead_at = NULL, attempt = 0,
-      lease = NULL, available_at = now()
+  SET queue = coalesce(target, m.original_queue), original_queue = NULL, original_attempt = NULL,
+      dead_at = NULL, attempt = 0, lease = NULL, available_at = now()
   FROM picked p WHERE m.id = p.id;
   GET DIAGNOSTICS moved = ROW_COUNT;
   RETURN moved;
@@ -516,7 +558,10 @@ LEFT JOIN LATERAL (
          max(m.attempt) AS max_attempt
   FROM {{schema}}.messages m WHERE m.queue = q.name
 ) s ON true
-LEFT JOIN LATERAL (SELECT count(*) AS dead FROM {{schema}}.messages m WHERE m.queue = q.dead_letter) d ON true
+-- Only this queue's own dead messages: several queues may share one dead-letter queue.
+LEFT JOIN LATERAL (
+  SELECT count(*) AS dead FROM {{schema}}.messages m WHERE m.queue = q.dead_letter AND m.original_queue = q.name
+) d ON true
 LEFT JOIN LATERAL (SELECT count(*) AS retained FROM {{schema}}.messages_archive a WHERE a.queue = q.name) a ON true;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {{schema}} FROM PUBLIC;

@@ -16,5 +16,6 @@ export interface MessageRow {
   claimed_at: Date | null
   last_error: string | null
   original_queue: string | null
+  original_attempt: number | null
   dead_at: Date | null
 }

@@ -32,10 +32,15 @@ export async function sendMessage(db: Executor, s: SchemaName, queue: string, m:
   return rows[0] as SentRow
 }
 
+/**
+ * Sends a batch in one statement. The delays are converted with an explicit ORDER BY: array_agg
+ * over unnest keeps input order only by accident of the plan, and a shifted delay would hold the
+ * wrong message back.
+ */
 export async function sendBatch(db: Executor, s: SchemaName, queue: string, ms: readonly OutgoingMessage[]): Promise<SentRow[]> {
   const { rows } = await db.query<SentRow>(
     `SELECT id, duplicate FROM ${s.sql}.send_batch($1, $2::jsonb[], $3::bytea[], $4::text[],
-       (SELECT array_agg(d * interval '1 millisecond') FROM unnest($5::bigint[]) d), $6::timestamptz[], $7::int[],
+       (SELECT array_agg(d * interval '1 millisecond' ORDER BY i) FROM unnest($5::bigint[]) WITH ORDINALITY AS u(d, i)), $6::timestamptz[], $7::int[],
        $8::text[], $9::text[], $10::jsonb[])`,
     [
       queue,

@@ -44,11 +44,25 @@ export const nackOptionsSchema = z.strictObject({
   tx: z.unknown().optional(),
 })
 
-/** How a failure is written down: an Error's name and message (and stack), or the value as text. */
+/**
+ * How a failure is written down: an Error's name and message (and stack), or the value as text.
+ * U+0000 becomes U+FFFD: Postgres text cannot hold it, and a nack must not fail over the wording
+ * of an error.
+ */
 export function describeError(error: unknown): string | null {
   if (error === undefined || error === null) return null
-  if (error instanceof Error) return error.stack ?? `${error.name}: ${error.message}`
-  return typeof error === 'string' ? error : JSON.stringify(error) ?? String(error)
+  const text = error instanceof Error
+    ? (error.stack ?? `${error.name}: ${error.message}`)
+    : typeof error === 'string' ? error : (safeJson(error) ?? String(error))
+  return text.replaceAll('\u0000', '\uFFFD')
+}
+
+function safeJson(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value)
+  } catch {
+    return undefined // circular, or a BigInt: String() will do
+  }
 }
 
 /**

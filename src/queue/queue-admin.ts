@@ -20,9 +20,10 @@ function defaultDeadLetter(name: string): string {
   }
 }
 
-function resolveDeadLetter(name: string, option: string | false | undefined, current: string | null): string | null {
+function resolveDeadLetter(name: string, option: string | false | undefined, current: () => string | null): string | null {
   if (option === false) return null
-  if (option === undefined) return current
+  // Lazy: a name too long for '<name>.dead' is fine when the caller names its dead letter.
+  if (option === undefined) return current()
   const dead = assertQueueName(option)
   if (dead === name) throw new InvalidOptionsError(`queue '${name}' cannot be its own dead letter`)
   return dead
@@ -47,7 +48,7 @@ export class QueueAdmin {
     assertQueueName(name)
     const parsed = parseOptions(queueOptionsSchema, options, 'queue options')
     const isDeadLetterQueue = name.endsWith('.dead') && parsed.deadLetter === undefined
-    const dead = resolveDeadLetter(name, parsed.deadLetter, isDeadLetterQueue ? null : defaultDeadLetter(name))
+    const dead = resolveDeadLetter(name, parsed.deadLetter, () => (isDeadLetterQueue ? null : defaultDeadLetter(name)))
     const settings = mergeSettings(DEFAULT_SETTINGS, parsed, dead)
     return this.db.transaction(async (tx) => {
       await ensureDeadLetterQueue(tx, this.s, dead)
@@ -62,7 +63,7 @@ export class QueueAdmin {
     return this.db.transaction(async (tx) => {
       const current = await q.selectQueue(tx, this.s, name, true)
       if (!current) throw new QueueNotFoundError(name)
-      const dead = resolveDeadLetter(name, parsed.deadLetter, current.dead_letter)
+      const dead = resolveDeadLetter(name, parsed.deadLetter, () => current.dead_letter)
       await ensureDeadLetterQueue(tx, this.s, dead)
       return queueInfo((await q.updateQueue(tx, this.s, name, mergeSettings(current, parsed, dead))) as q.QueueRow)
     })

@@ -2,7 +2,10 @@ import { z } from 'zod'
 import type { TransactionLike } from '../db/transaction.js'
 import { durationMs } from '../duration.js'
 
-const key = z.string().min(1).max(512)
+// Postgres text cannot hold U+0000: refuse it here as a bad option rather than fail in the driver.
+const noNul = (v: string) => !v.includes('\u0000')
+const NUL = 'must not contain U+0000'
+const key = z.string().min(1).max(512).refine(noNul, NUL)
 
 const messageFields = {
     delay: durationMs.optional(),
@@ -10,7 +13,7 @@ const messageFields = {
     priority: z.number().int().min(-1_000_000).max(1_000_000).optional(),
     dedupeKey: key.optional(),
     groupKey: key.optional(),
-    headers: z.record(z.string(), z.string()).optional(),
+    headers: z.record(z.string().refine(noNul, NUL), z.string().refine(noNul, NUL)).optional(),
 }
 
 const oneStart = (o: { delay?: number; availableAt?: Date }) => o.delay === undefined || o.availableAt === undefined
