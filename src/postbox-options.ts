@@ -26,6 +26,11 @@ export interface PostboxOptions {
   pollInterval?: number | string
   /** pino, console, or anything with debug/info/warn/error; default silent. */
   logger?: Logger
+  /**
+   * Prepare the hot statements (send, claim, ack...) once per connection; default true. Set false
+   * behind PgBouncer older than 1.21 in transaction mode, which cannot keep prepared statements.
+   */
+  preparedStatements?: boolean
 }
 
 const object = z.custom<object>((v) => typeof v === 'object' && v !== null, 'must be an object')
@@ -41,6 +46,7 @@ export const postboxOptionsSchema = z
     wakeups: z.enum(['listen', 'poll']).optional(),
     pollInterval: positiveDurationMs.optional(),
     logger: object.optional(),
+    preparedStatements: z.boolean().optional(),
   })
   .refine((o) => o.connectionString || o.pool || o.kysely, 'give connectionString, pool or kysely')
   .refine((o) => !(o.connectionString && o.pool), 'give connectionString or pool, not both')

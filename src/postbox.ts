@@ -88,6 +88,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   private readonly notifier: Notifier | undefined
   private readonly wakeUps: WakeUps
   private readonly workers = new Set<Worker<never, never>>()
+  private readonly prepared: boolean
 
   constructor(options: PostboxOptions) {
     super()
@@ -100,7 +101,8 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     // An idle client's error (the server restarted) must not crash the app; the pool replaces it.
     this.ownedPool?.on('error', (error) => this.logger.warn({ err: error.message }, 'postbox: idle pool client failed'))
     const pool = (this.ownedPool ?? o.pool) as PgPoolLike | undefined
-    const base = pool ? poolDatabase(pool) : kyselyDatabase(o.kysely as KyselyDatabaseLike)
+    this.prepared = o.preparedStatements ?? true
+    const base = pool ? poolDatabase(pool, { prepared: this.prepared }) : kyselyDatabase(o.kysely as KyselyDatabaseLike)
     const transactions = o.kysely ? kyselyDatabase(o.kysely as KyselyDatabaseLike) : base
     const typed = withTypedErrors(base)
     this.db = {
@@ -196,10 +198,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     const signal = this.closeSignal.signal
     const recheck = async () => (got = await consumer.claim(this.db, this.schema, queue, o.max ?? 1, o.visibilityTimeout ?? null)).length > 0
     for (let round = 0; Date.now() < deadline && !signal.aborted; round++) {
-      if (await this.wakeUps.wait([name], deadline - Date.now(), signal, recheck, round) || await recheck()) {
-        this.wakeUps.busy([name])
-        return got
-      }
+      if (await this.wakeUps.wait([name], deadline - Date.now(), signal, recheck, round) || await recheck()) return got
     }
     return []
   }
@@ -232,6 +231,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
         handlerTimeoutMs: o.handlerTimeout ?? null,
         pollMs: o.pollInterval ?? this.pollMs,
         ackDelayMs: o.ackDelay ?? 2,
+        prefetch: o.prefetch ?? o.concurrency ?? 1,
       },
     )
     const tracked = worker as unknown as Worker<never, never>
@@ -285,7 +285,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   protected executor(tx: TransactionLike | undefined): Executor {
     if (tx === undefined) return this.db
     if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
-    return withTypedErrors(executorFor(tx, this.db))
+    return withTypedErrors(executorFor(tx, this.db, { prepared: this.prepared }))
   }
 }
 

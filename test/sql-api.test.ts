@@ -105,17 +105,44 @@ describe('send from SQL', () => {
     expect(await messageCount()).toBe(0)
   })
 
-  it('every function pins its search_path and none is executable by PUBLIC', async () => {
-    const rows = await t.sql<{ proname: string; pinned: boolean; public_exec: boolean }>(
-      `SELECT p.proname,
+  it('every function pins its search_path or is a hot-path invoker function, and none is executable by PUBLIC', async () => {
+    const rows = await t.sql<{ proname: string; pinned: boolean; definer: boolean; public_exec: boolean }>(
+      `SELECT p.proname, p.prosecdef AS definer,
               coalesce(EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%'), false) AS pinned,
               has_function_privilege('public', p.oid, 'EXECUTE') AS public_exec
        FROM pg_proc p WHERE p.pronamespace = $1::regnamespace AND p.proname NOT IN ('order_placed')`,
       [t.schema],
     )
     expect(rows.map((r) => r.proname)).toEqual(expect.arrayContaining(['send', 'send_message', 'send_batch', 'receive', 'ack', 'nack', 'extend', 'release', 'redrive', 'dead_letter']))
-    expect(rows.filter((r) => !r.pinned).map((r) => r.proname)).toEqual([])
+    // The hot path skips SET search_path for speed (see 0001_init.sql); it must then be SECURITY INVOKER.
+    const unpinned = rows.filter((r) => !r.pinned)
+    expect(unpinned.map((r) => r.proname).sort()).toEqual(['ack', 'message_problem', 'receive', 'send_batch', 'send_message', 'wake', 'wake_key'])
+    expect(unpinned.filter((r) => r.definer)).toEqual([])
     expect(rows.filter((r) => r.public_exec).map((r) => r.proname)).toEqual([])
+  })
+
+  it('a hostile search_path cannot redirect the hot-path functions', async () => {
+    await t.postbox.createQueue('hostile')
+    const evil = `${t.schema}_evil`
+    const client = await t.pool.connect()
+    try {
+      await client.query('BEGIN')
+      await client.query(`CREATE SCHEMA "${evil}"`)
+      // Look-alikes of postbox's objects, first on the search_path.
+      await client.query(`CREATE TABLE "${evil}".messages (LIKE ${S()}.messages INCLUDING DEFAULTS)`)
+      await client.query(`CREATE TABLE "${evil}".queues (LIKE ${S()}.queues INCLUDING DEFAULTS)`)
+      await client.query(`CREATE TABLE "${evil}".waiters (LIKE ${S()}.waiters INCLUDING DEFAULTS)`)
+      await client.query(`CREATE FUNCTION "${evil}".wake(queue text) RETURNS void LANGUAGE sql AS 'SELECT NULL::void'`)
+      await client.query(`SET LOCAL search_path = "${evil}", pg_catalog`)
+      const [sent] = (await client.query(`SELECT ${S()}.send('hostile', '{"n":1}') AS id`)).rows
+      const [got] = (await client.query(`SELECT id, lease FROM ${S()}.receive('hostile', 1)`)).rows
+      expect(got.id).toBe(sent.id)
+      expect((await client.query(`SELECT * FROM ${S()}.ack(ARRAY[$1]::bigint[], ARRAY[$2]::uuid[])`, [got.id, got.lease])).rows).toHaveLength(1)
+      expect((await client.query(`SELECT count(*)::int AS n FROM "${evil}".messages`)).rows[0].n).toBe(0)
+    } finally {
+      await client.query('ROLLBACK')
+      client.release()
+    }
   })
 
   it('receive, ack and nack work from SQL too', async () => {

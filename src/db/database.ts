@@ -13,20 +13,33 @@ export interface Database extends Executor {
 
 /** The subset of pg's `Pool` that postbox uses. */
 export interface PgPoolLike extends PgQueryable {
-  connect(): Promise<PgQueryable & { release(err?: Error | boolean): void }>
+  connect(): Promise<PgQueryable & PgClientEvents & { release(err?: Error | boolean): void }>
+}
+
+/** The events of a checked-out pg client that postbox listens to. */
+interface PgClientEvents {
+  on(event: 'error', listener: (error: Error) => void): unknown
+  off(event: 'error', listener: (error: Error) => void): unknown
 }
 
 /** A {@link Database} over a pg Pool: each transaction checks out one client. */
-export function poolDatabase(pool: PgPoolLike): Database {
-  const executor = pgExecutor(pool)
+export function poolDatabase(pool: PgPoolLike, options: { prepared?: boolean } = {}): Database {
+  const executor = pgExecutor(pool, options)
   return {
     query: executor.query,
     async transaction(fn) {
       const client = await pool.connect()
       let broken: Error | undefined
+      // A checked-out client that loses its connection (terminated, server restart) emits
+      // 'error'; pg's pool listens only on idle clients, and an unheard 'error' ends the process.
+      // The statement in flight fails on its own, and the client is discarded below.
+      const lost = (error: Error) => {
+        broken = error
+      }
+      client.on('error', lost)
       try {
         await client.query('BEGIN')
-        const result = await fn(pgExecutor(client), client)
+        const result = await fn(pgExecutor(client, options), client)
         await client.query('COMMIT')
         return result
       } catch (error) {
@@ -35,7 +48,9 @@ export function poolDatabase(pool: PgPoolLike): Database {
         })
         throw error
       } finally {
-        // A client whose ROLLBACK failed is in an unknown state: destroy it rather than reuse it.
+        // A client whose connection broke or whose ROLLBACK failed is in an unknown state: destroy
+        // it rather than reuse it.
+        client.off('error', lost)
         client.release(broken ?? false)
       }
     },

@@ -9,5 +9,9 @@ export interface QueryResult<R> {
  * library never needs to know which driver or ORM made the connection.
  */
 export interface Executor {
-  query<R = Record<string, unknown>>(text: string, values?: readonly unknown[]): Promise<QueryResult<R>>
+  /**
+   * Runs one statement. `name` marks a hot statement that a pg connection may prepare once and
+   * reuse (skipping parse and plan on every call); executors that cannot prepare ignore it.
+   */
+  query<R = Record<string, unknown>>(text: string, values?: readonly unknown[], name?: string): Promise<QueryResult<R>>
 }

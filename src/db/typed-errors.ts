@@ -44,8 +44,8 @@ export function typedError(error: unknown): unknown {
 /** An executor whose errors from postbox's SQL come out typed. */
 export function withTypedErrors(executor: Executor): Executor {
   return {
-    query: <R>(text: string, values?: readonly unknown[]) =>
-      executor.query<R>(text, values).catch((error: unknown) => {
+    query: <R>(text: string, values?: readonly unknown[], name?: string) =>
+      executor.query<R>(text, values, name).catch((error: unknown) => {
         throw typedError(error)
       }),
   }

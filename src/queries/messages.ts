@@ -5,6 +5,9 @@ import type { MessageRow } from './message-row.js'
 // One function per statement. Each is a single round trip; the SQL functions they call live in
 // migrations/ and hold the logic, so triggers and other languages get the same behaviour.
 
+/** The prepared-statement name of a hot statement, unique per schema. */
+const statement = (s: SchemaName, name: string) => `postbox:${s.name}:${name}`
+
 /** A message as the send statements take it: payload already encoded. */
 export interface OutgoingMessage {
   encoding: 'json' | 'text' | 'binary'
@@ -28,6 +31,7 @@ export async function sendMessage(db: Executor, s: SchemaName, queue: string, m:
   const { rows } = await db.query<SentRow>(
     `SELECT id, duplicate FROM ${s.sql}.send_message($1, $2::jsonb, $3, $4, $5 * interval '1 millisecond', $6, $7, $8, $9, $10::jsonb)`,
     [queue, m.json, m.body, m.encoding, m.delayMs, m.availableAt, m.priority, m.dedupeKey, m.groupKey, m.headers],
+    statement(s, 'send'),
   )
   return rows[0] as SentRow
 }
@@ -54,6 +58,7 @@ export async function sendBatch(db: Executor, s: SchemaName, queue: string, ms: 
       ms.map((m) => m.groupKey),
       ms.map((m) => m.headers),
     ],
+    statement(s, 'send_batch'),
   )
   return rows
 }
@@ -62,13 +67,14 @@ export async function receive(db: Executor, s: SchemaName, queue: string, max: n
   const { rows } = await db.query<MessageRow>(
     `SELECT * FROM ${s.sql}.receive($1, $2, $3 * interval '1 millisecond')`,
     [queue, max, visibilityTimeoutMs],
+    statement(s, 'receive'),
   )
   return rows
 }
 
 /** Acks deliveries fenced by their leases; returns the ids acked. */
 export async function ack(db: Executor, s: SchemaName, ids: readonly string[], leases: readonly string[]): Promise<string[]> {
-  const { rows } = await db.query<{ id: string }>(`SELECT ack AS id FROM ${s.sql}.ack($1::bigint[], $2::uuid[])`, [ids, leases])
+  const { rows } = await db.query<{ id: string }>(`SELECT ack AS id FROM ${s.sql}.ack($1::bigint[], $2::uuid[])`, [ids, leases], statement(s, 'ack'))
   return rows.map((row) => row.id)
 }
 
@@ -82,6 +88,7 @@ export async function nack(
   const { rows } = await db.query<{ outcome: NackOutcome }>(
     `SELECT ${s.sql}.nack($1, $2, $3 * interval '1 millisecond', $4, $5) AS outcome`,
     [p.id, p.lease, p.delayMs, p.error, p.dead],
+    statement(s, 'nack'),
   )
   return rows[0]?.outcome ?? null
 }
@@ -91,13 +98,14 @@ export async function extend(db: Executor, s: SchemaName, ids: readonly string[]
   const { rows } = await db.query<{ id: string }>(
     `SELECT extend AS id FROM ${s.sql}.extend($1::bigint[], $2::uuid[], $3 * interval '1 millisecond')`,
     [ids, leases, durationMs],
+    statement(s, 'extend'),
   )
   return rows.map((row) => row.id)
 }
 
 /** Gives deliveries back, visible at once; returns the ids released. */
 export async function release(db: Executor, s: SchemaName, ids: readonly string[], leases: readonly string[]): Promise<string[]> {
-  const { rows } = await db.query<{ id: string }>(`SELECT release AS id FROM ${s.sql}.release($1::bigint[], $2::uuid[])`, [ids, leases])
+  const { rows } = await db.query<{ id: string }>(`SELECT release AS id FROM ${s.sql}.release($1::bigint[], $2::uuid[])`, [ids, leases], statement(s, 'release'))
   return rows.map((row) => row.id)
 }
 

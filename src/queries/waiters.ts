@@ -2,20 +2,29 @@ import type { Executor } from '../db/executor.js'
 import type { SchemaName } from '../schema-name.js'
 
 /**
- * Records that this listener waits on a queue until ttl from now, so senders NOTIFY. Expired rows
- * of the queue (listeners that died) are cleared on the way.
+ * Records that this listener waits on the queues until ttl from now and has not been told yet, so
+ * the next sender NOTIFYs. A row a sender is marking notified right now is skipped rather than
+ * waited for: that sender notifies at its commit, or rolls back and leaves the row as it was.
+ * Rows of listeners that died are cleared on the way.
  */
 export async function registerWaiter(db: Executor, s: SchemaName, queues: readonly string[], listener: string, ttlMs: number): Promise<void> {
   await db.query(
-    `WITH expired AS (DELETE FROM ${s.sql}.waiters WHERE queue = ANY ($1) AND expires_at < now() - interval '1 minute')
+    `WITH expired AS (
+       DELETE FROM ${s.sql}.waiters WHERE queue = ANY ($1) AND expires_at < now() - interval '1 minute'
+     ), mine AS (
+       SELECT queue FROM ${s.sql}.waiters WHERE queue = ANY ($1) AND listener = $2 FOR UPDATE SKIP LOCKED
+     ), renewed AS (
+       UPDATE ${s.sql}.waiters w SET expires_at = now() + $3 * interval '1 millisecond', notified = false
+       FROM mine WHERE w.queue = mine.queue AND w.listener = $2
+     )
      INSERT INTO ${s.sql}.waiters (queue, listener, expires_at)
      SELECT q, $2, now() + $3 * interval '1 millisecond' FROM unnest($1::text[]) q
-     ON CONFLICT (queue, listener) DO UPDATE SET expires_at = excluded.expires_at`,
+     ON CONFLICT (queue, listener) DO NOTHING`,
     [queues, listener, ttlMs],
   )
 }
 
-/** Says this listener no longer waits on the queues (it found work): senders stop notifying. */
+/** Says this listener no longer waits on the queues (it is closing). */
 export async function unregisterWaiter(db: Executor, s: SchemaName, queues: readonly string[], listener: string): Promise<void> {
   await db.query(`DELETE FROM ${s.sql}.waiters WHERE queue = ANY ($1) AND listener = $2`, [queues, listener])
 }

@@ -15,6 +15,11 @@ export interface WorkerOptions {
   pollInterval?: number | string
   /** Acks are flushed in one statement at most this long after a handler finishes; default 2ms. */
   ackDelay?: number | string
+  /**
+   * Messages claimed ahead of free handlers (their leases kept while they wait), so claims come in
+   * batches. Default: equal to concurrency. 0 claims only for free handlers.
+   */
+  prefetch?: number
 }
 
 export const workerOptionsSchema = z.strictObject({
@@ -24,6 +29,7 @@ export const workerOptionsSchema = z.strictObject({
   handlerTimeout: positiveDurationMs.optional(),
   pollInterval: positiveDurationMs.optional(),
   ackDelay: durationMs.optional(),
+  prefetch: z.number().int().min(0).max(1000).optional(),
 })
 
 /** Options of `worker.stop()`. */

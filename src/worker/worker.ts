@@ -34,6 +34,8 @@ export interface WorkerSettings {
   handlerTimeoutMs: number | null
   pollMs: number
   ackDelayMs: number
+  /** Messages claimed ahead of free handlers, so claims come in batches. */
+  prefetch: number
 }
 
 interface Running {
@@ -73,6 +75,8 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
   private next = 0
   private occupied = 0
   private claiming: Promise<unknown> | undefined
+  /** Claimed messages waiting for a free handler, oldest first; their leases are kept. */
+  private readonly buffer: { message: Message<P>; held: HeldLease }[] = []
 
   constructor(
     private readonly deps: WorkerDeps,
@@ -147,9 +151,15 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       this.resume()
       this.slotFreed?.()
       await this.loop
+      // Buffered messages are not started during a stop; running handlers get their time.
+      await this.giveBack(this.buffer.splice(0))
       const all = () => Promise.all([...this.running].map((r) => r.done))
       await Promise.race([all(), sleep(timeoutMs)])
-      await this.releaseRunning()
+      await this.giveBack([...this.running].filter((r) => !r.released).map((r) => {
+        r.released = true
+        r.controller.abort(new Error('worker stopped'))
+        return r
+      }))
       await this.acks.drain()
     } finally {
       await this.keeper.stop()
@@ -158,17 +168,12 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     }
   }
 
-  /** Aborts handlers still running and gives their messages back at once. */
-  private async releaseRunning(): Promise<void> {
-    const left = [...this.running].filter((r) => !r.released)
-    if (left.length === 0) return
-    for (const r of left) {
-      r.released = true
-      r.controller.abort(new Error('worker stopped'))
-      this.keeper.remove(r.held)
-    }
+  /** Releases claimed messages at once (visible again, attempt kept) and stops keeping their leases. */
+  private async giveBack(entries: readonly { message: Message; held: HeldLease }[]): Promise<void> {
+    if (entries.length === 0) return
+    for (const e of entries) this.keeper.remove(e.held)
     await m
-      .release(this.deps.db, this.deps.schema, left.map((r) => r.message.id), left.map((r) => r.message.lease))
+      .release(this.deps.db, this.deps.schema, entries.map((e) => e.message.id), entries.map((e) => e.message.lease))
       .catch((error: unknown) => this.report(error))
   }
 
@@ -177,8 +182,28 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     else this.deps.logger.error({ err: describeError(error) }, 'postbox: worker error')
   }
 
-  private free(): number {
-    return this.settings.concurrency - this.occupied
+  /** How many more messages may be claimed: free handlers plus the prefetch, less the buffer. */
+  private capacity(): number {
+    return this.settings.concurrency + this.settings.prefetch - this.occupied - this.buffer.length
+  }
+
+  /**
+   * Whether to claim now: when the buffer is empty and a handler is free, or when at least half
+   * the room is free. Waiting for half keeps claims in batches instead of one message at a time.
+   */
+  private shouldClaim(): boolean {
+    const room = this.capacity()
+    if (room <= 0) return false
+    return (this.buffer.length === 0 && this.occupied < this.settings.concurrency) ||
+      room * 2 >= this.settings.concurrency + this.settings.prefetch
+  }
+
+  /** Starts handlers for buffered messages while handlers are free. */
+  private dispatch(): void {
+    while (this.occupied < this.settings.concurrency && this.buffer.length > 0) {
+      const next = this.buffer.shift() as { message: Message<P>; held: HeldLease }
+      this.begin(next.message, next.held)
+    }
   }
 
   /** Frees the handler's slot once (when its handler settles), and wakes the fetch loop. */
@@ -186,6 +211,8 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     if (!entry.occupying) return
     entry.occupying = false
     this.occupied--
+    this.dispatch()
+    if (!this.shouldClaim()) return
     const wake = this.slotFreed
     this.slotFreed = undefined
     wake?.()
@@ -201,7 +228,7 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
           await Promise.race([this.pauseGate.promise, sleep(60_000, signal)])
           continue
         }
-        if (this.free() <= 0) {
+        if (!this.shouldClaim()) {
           await new Promise<void>((resolve) => (this.slotFreed = resolve))
           continue
         }
@@ -223,7 +250,7 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
   private async claimRound(): Promise<boolean> {
     let claimed = false
     for (let i = 0; i < this.queues.length && !this.stopping.signal.aborted && !this.pauseGate; i++) {
-      const free = this.free()
+      const free = this.capacity()
       if (free <= 0) break
       const index = (this.next + i) % this.queues.length
       const ref = this.queues[index] as QueueRef<P>
@@ -232,31 +259,43 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       const messages = await claiming
       if (messages.length === 0) continue
       claimed = true
-      this.deps.wakeUps.busy([this.names[index] as string])
-      for (const message of messages) this.begin(message)
+      for (const message of messages) this.buffer.push({ message, held: this.hold(message) })
+      this.dispatch()
     }
     this.next = (this.next + 1) % this.queues.length
     return claimed
   }
 
-  private begin(message: Message<P>): void {
-    const controller = new AbortController()
+  /** Starts keeping a claimed message's lease; if it is lost, the handler (if running) is aborted. */
+  private hold(message: Message<P>): HeldLease {
     const leaseMs = Math.max(1, message.leaseExpiresAt.getTime() - message.claimedAt.getTime())
-    const entry = { message, controller, lost: false, released: false, occupying: true } as Running & { done: Promise<void>; held: HeldLease }
-    this.occupied++
-    entry.held = {
+    const held: HeldLease = {
       id: message.id,
       lease: message.lease,
       leaseMs,
       expiresAt: Date.now() + leaseMs,
       completing: false,
       onLost: () => {
-        entry.lost = true
-        controller.abort(new LeaseLostError([message.id]))
+        const running = [...this.running].find((r) => r.held === held)
+        if (running) {
+          running.lost = true
+          running.controller.abort(new LeaseLostError([message.id]))
+        } else {
+          const index = this.buffer.findIndex((b) => b.held === held)
+          if (index >= 0) this.buffer.splice(index, 1)
+          this.emit('leaseLost', message)
+        }
       },
     }
+    this.keeper.add(held)
+    return held
+  }
+
+  private begin(message: Message<P>, held: HeldLease): void {
+    const controller = new AbortController()
+    const entry = { message, controller, held, lost: false, released: false, occupying: true } as Running & { done: Promise<void> }
+    this.occupied++
     this.running.add(entry)
-    this.keeper.add(entry.held)
     this.emit('received', message)
     entry.done = this.handle(entry as Running).finally(() => {
       this.keeper.remove(entry.held)
