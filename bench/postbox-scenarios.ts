@@ -1,7 +1,7 @@
 import type { Message, Postbox } from '../src/index.js'
 import type { BenchDb } from './bench-db.js'
 import { CONCURRENCY } from './bench-db.js'
-import { drain, percentile, progress, sleep, throughput } from './measure.js'
+import { drain, progress, sleep, throughput } from './measure.js'
 
 const PAYLOAD = { to: 'someone@example.com', template: 'welcome', n: 42 }
 
