@@ -231,7 +231,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
         handlerTimeoutMs: o.handlerTimeout ?? null,
         pollMs: o.pollInterval ?? this.pollMs,
         ackDelayMs: o.ackDelay ?? 2,
-        prefetch: o.prefetch ?? o.concurrency ?? 1,
+        prefetch: o.prefetch ?? null,
       },
     )
     const tracked = worker as unknown as Worker<never, never>

@@ -17,7 +17,8 @@ export interface WorkerOptions {
   ackDelay?: number | string
   /**
    * Messages claimed ahead of free handlers (their leases kept while they wait), so claims come in
-   * batches. Default: equal to concurrency. 0 claims only for free handlers.
+   * batches. Default: about 50 ms of work at the worker's current rate (1 for slow handlers, up to
+   * 1000 for fast ones). 0 claims only for free handlers.
    */
   prefetch?: number
 }
