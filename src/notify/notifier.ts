@@ -31,6 +31,8 @@ export class Notifier extends EventEmitter implements BackgroundService {
   private stopped = new AbortController()
   private loop: Promise<void> | undefined
   private connectedNow = false
+  /** Whether the latest session reached LISTEN (reset at each new session). */
+  private sessionListened = false
 
   constructor(private readonly options: NotifierOptions) {
     super()
@@ -91,15 +93,17 @@ export class Notifier extends EventEmitter implements BackgroundService {
       this.emit('lost', lost)
       this.options.logger.warn({ err: (lost as Error)?.message }, 'postbox: LISTEN connection lost; reconnecting')
       this.wakeAll() // waiters poll while we are away
+      // A session that got as far as LISTEN starts the backoff over; failed connects double it.
+      if (this.sessionListened) backoff = 100
       await sleep(backoff, signal)
       backoff = Math.min(backoff * 2, 5_000)
-      if (this.connectedNow) backoff = 100
     }
     this.connectedNow = false
   }
 
   /** One connection's life: connect, LISTEN, check health until it fails. Resolves/rejects when it ends. */
   private async session(): Promise<unknown> {
+    this.sessionListened = false
     const { schema, healthCheckIntervalMs = 10_000, healthCheckTimeoutMs = 5_000 } = this.options
     const client = new pg.Client({
       connectionString: this.options.connectionString,
@@ -122,6 +126,7 @@ export class Notifier extends EventEmitter implements BackgroundService {
       await client.query(`LISTEN ${schema.sql}`)
       if (this.stopped.signal.aborted) return undefined
       this.connectedNow = true
+      this.sessionListened = true
       this.emit('connected')
       this.options.logger.debug({}, 'postbox: LISTEN connection up')
       this.wakeAll()
