@@ -257,7 +257,9 @@ BEGIN
   duplicate := false;
   FOR i IN 1..3 LOOP
     INSERT INTO {{schema}}.messages AS m (queue, priority, available_at, encoding, payload, body, headers, dedupe_key, group_key)
-    VALUES (queue, priority, coalesce(send_message.available_at, now() + coalesce(delay, '0')),
+    -- A delay counts from the send itself (clock_timestamp), not from the start of the caller's
+    -- transaction (now()), so a long outbox transaction does not eat into it.
+    VALUES (queue, priority, coalesce(send_message.available_at, CASE WHEN delay IS NULL THEN now() ELSE clock_timestamp() + delay END),
             encoding, payload, body, headers, dedupe_key, group_key)
     ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
     RETURNING m.id INTO id;
@@ -324,7 +326,7 @@ BEGIN
     RETURN QUERY
     WITH inserted AS (
       INSERT INTO {{schema}}.messages AS m (queue, priority, available_at, encoding, payload, body, headers, group_key)
-      SELECT queue, t.priority, coalesce(t.available_at, now() + coalesce(t.delay, '0')), t.encoding, t.payload,
+      SELECT queue, t.priority, coalesce(t.available_at, CASE WHEN t.delay IS NULL THEN now() ELSE clock_timestamp() + t.delay END), t.encoding, t.payload,
              t.body, t.headers, t.group_key
       FROM unnest(payloads, bodies, encodings, delays, available_ats, priorities, group_keys, headers)
            WITH ORDINALITY AS t(payload, body, encoding, delay, available_at, priority, group_key, headers, ord)

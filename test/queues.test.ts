@@ -55,10 +55,12 @@ describe('createQueue', () => {
     expect(await queueNames()).not.toContain('q-nodead.dead')
   })
 
-  it('is idempotent: a second create returns the existing queue unchanged', async () => {
+  it('is idempotent with the same settings, and refuses different ones instead of ignoring them', async () => {
     const first = await t.postbox.createQueue('q-idem', { maxAttempts: 2 })
-    const second = await t.postbox.createQueue('q-idem', { maxAttempts: 9 })
-    expect(second).toEqual(first)
+    expect(await t.postbox.createQueue('q-idem', { maxAttempts: 2 })).toEqual(first)
+    expect(await t.postbox.createQueue('q-idem')).toEqual(first) // no options: nothing to disagree with
+    await expect(t.postbox.createQueue('q-idem', { maxAttempts: 9 })).rejects.toThrow(/exists with other settings \(max_attempts\).*updateQueue/)
+    expect(await t.postbox.getQueue('q-idem')).toEqual(first)
     const [row] = await t.sql<{ count: number }>(`SELECT count(*)::int AS count FROM "${t.schema}".queues WHERE name = 'q-idem'`)
     expect(row?.count).toBe(1)
   })

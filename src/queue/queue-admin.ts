@@ -51,9 +51,22 @@ export class QueueAdmin {
     const dead = resolveDeadLetter(name, parsed.deadLetter, () => (isDeadLetterQueue ? null : defaultDeadLetter(name)))
     const settings = mergeSettings(DEFAULT_SETTINGS, parsed, dead)
     return this.db.transaction(async (tx) => {
-      await ensureDeadLetterQueue(tx, this.s, dead)
-      const row = (await q.insertQueue(tx, this.s, name, settings)) ?? (await q.selectQueue(tx, this.s, name))
-      return queueInfo(row as q.QueueRow)
+      const inserted = await q.insertQueue(tx, this.s, name, settings)
+      if (inserted) {
+        await ensureDeadLetterQueue(tx, this.s, dead)
+        return queueInfo(inserted)
+      }
+      // Like SQS's CreateQueue: asking again with the same settings is fine, different ones are
+      // a mistake that updateQueue exists for, not something to ignore silently.
+      const existing = (await q.selectQueue(tx, this.s, name)) as q.QueueRow
+      const wanted = mergeSettings(existing, parsed, resolveDeadLetter(name, parsed.deadLetter, () => existing.dead_letter))
+      const differing = (Object.keys(wanted) as (keyof q.QueueSettings)[]).filter((key) => wanted[key] !== existing[key])
+      if (differing.length > 0) {
+        throw new InvalidOptionsError(
+          `queue '${name}' exists with other settings (${differing.join(', ')}): change them with updateQueue(), or call createQueue() with the same options`,
+        )
+      }
+      return queueInfo(existing)
     })
   }
 
