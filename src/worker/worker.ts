@@ -72,13 +72,18 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
   private readonly keeper: LeaseKeeper
   private readonly stopping = new AbortController()
   private pauseGate: { promise: Promise<void>; open: () => void } | undefined
-  private slotFreed: (() => void) | undefined
+  /** Resolvers of the fetch loop's wait for a freed slot or a finished claim. */
+  private changeWaiters: (() => void)[] = []
   private loop: Promise<void> | undefined
   private stopped: Promise<void> | undefined
   private untrack: (() => void) | undefined
   private next = 0
   private occupied = 0
-  private claiming: Promise<unknown> | undefined
+  /** Claims under way, and the room they have reserved. */
+  private readonly claims = new Set<Promise<unknown>>()
+  private reserved = 0
+  /** Whether the last claim came back full: more is likely waiting, so claims may overlap. */
+  private backlog = false
   /** Claimed messages waiting for a free handler, oldest first; their leases are kept. */
   private readonly buffer: { message: Message<P>; held: HeldLease }[] = []
   private readonly completions = new ThroughputMeter()
@@ -124,7 +129,7 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       const promise = new Promise<void>((resolve) => (open = resolve))
       this.pauseGate = { promise, open }
     }
-    await this.claiming
+    await Promise.all(this.claims)
   }
 
   /** Claims again after `pause()`. */
@@ -154,8 +159,9 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     try {
       this.stopping.abort()
       this.resume()
-      this.slotFreed?.()
+      this.changed()
       await this.loop
+      await Promise.all(this.claims) // a claim started before the stop lands in the buffer first
       // Buffered messages are not started during a stop; running handlers get their time.
       await this.giveBack(this.buffer.splice(0))
       // The timer is cancelled once the handlers are done, so it cannot keep the process alive.
@@ -200,9 +206,9 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     return Math.min(1000, Math.max(1, Math.round(this.completions.perSecond() * PREFETCH_WINDOW_S)))
   }
 
-  /** How many more messages may be claimed: free handlers plus the prefetch, less the buffer. */
+  /** How many more messages may be claimed: free handlers plus the prefetch, less the buffer and claims under way. */
   private capacity(): number {
-    return this.settings.concurrency + this.prefetch() - this.occupied - this.buffer.length
+    return this.settings.concurrency + this.prefetch() - this.occupied - this.buffer.length - this.reserved
   }
 
   /**
@@ -230,10 +236,18 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     entry.occupying = false
     this.occupied--
     this.dispatch()
-    if (!this.shouldClaim()) return
-    const wake = this.slotFreed
-    this.slotFreed = undefined
-    wake?.()
+    if (this.shouldClaim()) this.changed()
+  }
+
+  /** Wakes the fetch loop when it waits for room or for a claim to finish. */
+  private changed(): void {
+    const waiters = this.changeWaiters
+    this.changeWaiters = []
+    for (const wake of waiters) wake()
+  }
+
+  private nextChange(): Promise<void> {
+    return new Promise((resolve) => this.changeWaiters.push(resolve))
   }
 
   private async fetchLoop(): Promise<void> {
@@ -246,8 +260,18 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
           await Promise.race([this.pauseGate.promise, sleep(60_000, signal)])
           continue
         }
-        if (!this.shouldClaim()) {
-          await new Promise<void>((resolve) => (this.slotFreed = resolve))
+        // With a backlog, a second claim may start while one is under way: one statement at a time
+        // left Postgres's second core idle (pgbench: claim+ack at 0.63x a raw drain, a serial
+        // worker at a third of that).
+        if (!this.shouldClaim() || this.claims.size >= (this.backlog ? 2 : 1)) {
+          await this.nextChange()
+          continue
+        }
+        if (this.backlog) {
+          void this.claimRound().catch((error: unknown) => {
+            this.backlog = false
+            this.report(error)
+          })
           continue
         }
         if (await this.claimRound()) {
@@ -272,9 +296,20 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       if (free <= 0) break
       const index = (this.next + i) % this.queues.length
       const ref = this.queues[index] as QueueRef<P>
-      const claiming = claim(this.deps.db, this.deps.schema, ref, Math.min(free, 1000), this.settings.visibilityTimeoutMs)
-      this.claiming = claiming.catch(() => {})
-      const messages = await claiming
+      const want = Math.min(free, 1000)
+      const claiming = claim(this.deps.db, this.deps.schema, ref, want, this.settings.visibilityTimeoutMs)
+      const tracked = claiming.catch(() => {})
+      this.claims.add(tracked)
+      this.reserved += want
+      let messages: Message<P>[]
+      try {
+        messages = await claiming
+      } finally {
+        this.reserved -= want
+        this.claims.delete(tracked)
+        this.changed()
+      }
+      this.backlog = messages.length === want
       if (messages.length === 0) continue
       claimed = true
       for (const message of messages) this.buffer.push({ message, held: this.hold(message) })
