@@ -1,6 +1,8 @@
 import { InvalidPayloadError } from '../errors.js'
 import type { MessageRow } from '../queries/message-row.js'
 
+const LONE_SURROGATE_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\ud[89a-f][0-9a-f]{2}/i
+
 /** A payload ready for the send statements. */
 export interface EncodedPayload {
   encoding: 'json' | 'text' | 'binary'
@@ -27,6 +29,11 @@ export function encodePayload(payload: unknown): EncodedPayload {
     throw new InvalidPayloadError(`payload is not JSON-serialisable: ${(error as Error).message}`)
   }
   if (json === undefined) throw new InvalidPayloadError(`payload of type ${typeof payload} is not JSON-serialisable`)
+  // JSON.stringify writes well-formed pairs as they are and escapes only lone surrogates, which
+  // jsonb refuses: an escape \udXXX after an even run of backslashes is one.
+  if (LONE_SURROGATE_ESCAPE.test(json)) {
+    throw new InvalidPayloadError('a JSON payload must hold well-formed UTF-16 strings (one has a lone surrogate)')
+  }
   return { encoding: 'json', json, body: null }
 }
 

@@ -5,7 +5,10 @@ import { durationMs } from '../duration.js'
 // Postgres text cannot hold U+0000: refuse it here as a bad option rather than fail in the driver.
 const noNul = (v: string) => !v.includes('\u0000')
 const NUL = 'must not contain U+0000'
-const key = z.string().min(1).max(512).refine(noNul, NUL)
+const WELL_FORMED = 'must be well-formed UTF-16 (it has a lone surrogate, which has no UTF-8 form)'
+/** Text Postgres can store exactly: no U+0000, no lone surrogate (pg would turn it into U+FFFD). */
+const storableText = z.string().refine(noNul, NUL).refine((v) => v.isWellFormed(), WELL_FORMED)
+const key = storableText.min(1).max(512)
 
 const messageFields = {
     delay: durationMs.optional(),
@@ -13,7 +16,7 @@ const messageFields = {
     priority: z.number().int().min(-1_000_000).max(1_000_000).optional(),
     dedupeKey: key.optional(),
     groupKey: key.optional(),
-    headers: z.record(z.string().refine(noNul, NUL), z.string().refine(noNul, NUL)).optional(),
+    headers: z.record(storableText, storableText).optional(),
 }
 
 const oneStart = (o: { delay?: number; availableAt?: Date }) => o.delay === undefined || o.availableAt === undefined
