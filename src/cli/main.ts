@@ -6,6 +6,7 @@ import { Postbox } from '../postbox.js'
 import { schemaName } from '../schema-name.js'
 import { cliDatabase } from './database-url.js'
 import { runDemo } from './demo.js'
+import { runRoles } from './roles.js'
 
 const program = new Command('postbox').description('A message queue that lives inside PostgreSQL.')
 const databaseUrl = () => new Option('--database-url <url>', 'Postgres connection string (default: $DATABASE_URL)')
@@ -41,6 +42,15 @@ program
   .action(async (o: { databaseUrl?: string }) => {
     await runDemo(o.databaseUrl)
   })
+
+program
+  .command('roles')
+  .description('print (or with --apply, run) the SQL creating the producer, consumer and admin roles of a schema')
+  .addOption(databaseUrl())
+  .addOption(schema())
+  .option('--prefix <prefix>', 'role name prefix (default: the schema name): <prefix>_producer, _consumer, _admin')
+  .option('--apply', 'run the SQL (as the schema owner, with CREATEROLE) instead of printing it')
+  .action(runRoles)
 
 program.parseAsync().catch((error: unknown) => {
   console.error(error instanceof PostboxError ? `postbox: ${error.message}` : error)

@@ -1,0 +1,128 @@
+import { InvalidOptionsError } from '../errors.js'
+import type { SchemaName } from '../schema-name.js'
+
+// The SQL that creates postbox's three least-privilege roles for one schema. All of it is here,
+// as one script, so `postbox roles` can print it for review or a migration tool, or run it.
+//
+// Why grants and not SECURITY DEFINER: the hot-path functions (send_message, send_batch, receive,
+// ack, wake, ...) are SECURITY INVOKER and do not SET search_path, because that clause alone cost
+// about a quarter of the sends per second (see migrations/0001_init.sql). A SECURITY DEFINER
+// function must pin its search_path (CVE-2018-1058), so making them definers would bring that
+// cost back for everyone. The roles therefore get exactly the table and column privileges the
+// invoker functions need, and EXECUTE only on the functions of their part of the API.
+
+const PREFIX = /^[a-z_][a-z0-9_]{0,53}$/
+
+/** The names of the three roles for a prefix. */
+export interface RoleNames {
+  /** Sends only: cannot read payloads, receive, ack, delete or change anything. */
+  readonly producer: string
+  /** Receives and completes (ack, nack, extend, release) and reads messages; cannot send or change queues. */
+  readonly consumer: string
+  /** Everything an application does: queues, sending, receiving, redrive, pruning. Not migrations. */
+  readonly admin: string
+}
+
+/**
+ * Role names for a prefix (default: the schema name), such as `postbox_producer`. The prefix is
+ * 1-54 characters of a-z, 0-9 and _, so every name fits Postgres' 63-byte identifiers.
+ */
+export function roleNames(prefix: string): RoleNames {
+  if (!PREFIX.test(prefix) || prefix.startsWith('pg_')) {
+    throw new InvalidOptionsError(
+      `invalid role prefix ${JSON.stringify(prefix)}: use 1-54 characters of a-z, 0-9 and _, starting with a letter or _ (and not pg_)`,
+    )
+  }
+  return { producer: `${prefix}_producer`, consumer: `${prefix}_consumer`, admin: `${prefix}_admin` }
+}
+
+/** Functions the producer may execute, by name (any signature), with the helpers they call. */
+export const PRODUCER_FUNCTIONS = [
+  'send', 'send_message', 'send_batch', 'wake', 'wake_key', 'require_queue', 'assert_queue_name', 'message_problem', 'raise_problem',
+] as const
+
+/** Functions the consumer may execute, by name (any signature), with the helpers they call. */
+export const CONSUMER_FUNCTIONS = [
+  'receive', 'ack', 'nack', 'extend', 'release', 'dead_letter', 'retry_delay', 'require_queue', 'assert_queue_name', 'wake_key',
+] as const
+
+const ident = (name: string) => `"${name}"` // names are validated: plain lower-case identifiers
+const literal = (name: string) => `'${name}'`
+const array = (names: readonly string[]) => `ARRAY[${names.map(literal).join(', ')}]`
+
+function createRole(name: string): string {
+  return `  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = ${literal(name)}) THEN
+    CREATE ROLE ${ident(name)} NOLOGIN;
+  END IF;`
+}
+
+/** Grants EXECUTE on the schema's functions with these names, whatever their signatures. */
+function grantFunctions(schema: SchemaName, names: readonly string[], role: string): string {
+  return `DO $$
+DECLARE
+  f regprocedure;
+BEGIN
+  FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+           WHERE p.pronamespace = ${literal(schema.sql)}::regnamespace AND p.proname = ANY (${array(names)}) LOOP
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f, ${literal(role)});
+  END LOOP;
+END $$;`
+}
+
+/**
+ * The script that creates (if missing) the producer, consumer and admin roles for a migrated
+ * schema and grants them what they need, in one transaction. Idempotent: run it again after a
+ * postbox upgrade so that new functions are covered. The roles are NOLOGIN; grant them to the
+ * roles your applications log in with.
+ *
+ * @example
+ * process.stdout.write(rolesSql(schemaName('postbox')))   // postbox_producer, postbox_consumer, postbox_admin
+ */
+export function rolesSql(schema: SchemaName, prefix: string = schema.name): string {
+  const r = roleNames(prefix)
+  const s = schema.sql
+  return `-- postbox roles for schema ${schema.name}: ${r.producer}, ${r.consumer}, ${r.admin}.
+-- Give them to the roles your applications log in with, for example:
+--   GRANT ${r.producer} TO web_app;  GRANT ${r.consumer} TO worker_app;
+-- Run this as the owner of the schema (the role that ran postbox migrate), with CREATEROLE.
+BEGIN;
+
+DO $$
+BEGIN
+${createRole(r.producer)}
+${createRole(r.consumer)}
+${createRole(r.admin)}
+END $$;
+
+-- Nothing for PUBLIC: only these roles (and the owner) reach the schema.
+REVOKE ALL ON SCHEMA ${s} FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ${s} FROM PUBLIC;
+GRANT USAGE ON SCHEMA ${s} TO ${ident(r.producer)}, ${ident(r.consumer)}, ${ident(r.admin)};
+
+-- Producer: send, send_batch and the SQL send(). It reads queue settings (limits), inserts
+-- messages, reads back only the id (and queue and dedupe key, for deduplication), never a
+-- payload, and marks waiting consumers notified. No receive, ack, update or delete.
+GRANT SELECT ON ${s}.queues TO ${ident(r.producer)};
+GRANT INSERT (queue, priority, available_at, encoding, payload, body, headers, dedupe_key, group_key) ON ${s}.messages TO ${ident(r.producer)};
+GRANT SELECT (id, queue, dedupe_key) ON ${s}.messages TO ${ident(r.producer)};
+GRANT SELECT, UPDATE (notified) ON ${s}.waiters TO ${ident(r.producer)};
+${grantFunctions(schema, PRODUCER_FUNCTIONS, r.producer)}
+
+-- Consumer: receive, ack, nack, extend, release, the wake-up registry, and reading messages and
+-- queue statistics. It cannot send, and cannot create, change or delete queues.
+GRANT SELECT ON ${s}.queues, ${s}.queue_stats TO ${ident(r.consumer)};
+GRANT SELECT, UPDATE, DELETE ON ${s}.messages TO ${ident(r.consumer)};
+GRANT INSERT ON ${s}.messages_archive TO ${ident(r.consumer)};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ${s}.waiters TO ${ident(r.consumer)};
+${grantFunctions(schema, CONSUMER_FUNCTIONS, r.consumer)}
+
+-- Admin: every table and function of the schema, but not the migration record (migrations run
+-- as the schema owner) and not CREATE on the schema.
+GRANT ALL ON ALL TABLES IN SCHEMA ${s} TO ${ident(r.admin)};
+GRANT ALL ON ALL SEQUENCES IN SCHEMA ${s} TO ${ident(r.admin)};
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${s} TO ${ident(r.admin)};
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ${s}.schema_migrations FROM ${ident(r.admin)};
+
+COMMIT;
+`
+}

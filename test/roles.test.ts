@@ -1,0 +1,251 @@
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { promisify } from 'node:util'
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { runRoles } from '../src/cli/roles.js'
+import { InvalidOptionsError, type Postbox } from '../src/index.js'
+import { roleNames, rolesSql } from '../src/roles/roles-sql.js'
+import { schemaName } from '../src/schema-name.js'
+import { withSessionSettings } from './support/backends.js'
+import { useTestSchema } from './support/test-schema.js'
+
+// Least privilege, proven with the roles themselves: every connection below runs as one role
+// (`-c role=...` on the connection, the same as SET ROLE for its whole life), through the
+// TypeScript API and through plain SQL.
+const t = useTestSchema()
+const prefix = `r_${randomBytes(4).toString('hex')}`
+const roles = roleNames(prefix)
+const s = `"${t.schema}"`
+
+const DENIED = '42501' // insufficient_privilege
+
+/** Runs SQL as a role on a connection of its own; resolves with the rows or the pg error code. */
+async function asRole(role: string, text: string, values: unknown[] = []): Promise<{ rows?: unknown[]; code?: string }> {
+  const client = new pg.Client({ connectionString: withSessionSettings(t.url, { role }) })
+  await client.connect()
+  try {
+    return { rows: (await client.query(text, values)).rows }
+  } catch (error) {
+    return { code: (error as { code?: string }).code ?? String(error) }
+  } finally {
+    await client.end()
+  }
+}
+
+/** A Postbox whose every connection (pool and LISTEN) runs as the role. */
+const postboxAs = (role: string): Postbox => t.newPostbox({ connectionString: withSessionSettings(t.url, { role }), pollInterval: '200ms' })
+
+const codeOf = (call: Promise<unknown>) => call.then(() => 'ok', (error: { code?: string }) => error.code ?? String(error))
+
+beforeAll(async () => {
+  await t.postbox.createQueue('jobs', { retention: '1h' })
+  await t.postbox.createQueue('other')
+  await t.sql(rolesSql(schemaName(t.schema), prefix))
+})
+
+afterAll(async () => {
+  // Roles are cluster-wide: drop what they own or were granted here, then the roles.
+  for (const role of Object.values(roles)) {
+    await t.sql(`DROP OWNED BY "${role}"`).catch(() => {})
+    await t.sql(`DROP ROLE IF EXISTS "${role}"`)
+  }
+})
+
+describe('postbox roles: the SQL', () => {
+  it('names three NOLOGIN roles after the prefix, and refuses a prefix that is not a plain identifier', async () => {
+    expect(roles).toEqual({ producer: `${prefix}_producer`, consumer: `${prefix}_consumer`, admin: `${prefix}_admin` })
+    const rows = await t.sql<{ rolname: string; rolcanlogin: boolean }>(
+      `SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY ($1) ORDER BY rolname`, [Object.values(roles)])
+    expect(rows).toEqual([roles.admin, roles.consumer, roles.producer].map((rolname) => ({ rolname, rolcanlogin: false })))
+    for (const bad of ['Shop', 'a-b', 'x"; DROP ROLE postgres; --', '', 'pg_x', 'a'.repeat(55)]) {
+      expect(() => roleNames(bad)).toThrow(InvalidOptionsError)
+    }
+    expect(rolesSql(schemaName('shop')).includes('"shop_producer"')).toBe(true) // the default prefix is the schema
+  })
+
+  it('is idempotent: applying it again changes nothing and fails nothing', async () => {
+    await t.sql(rolesSql(schemaName(t.schema), prefix))
+    await t.sql(rolesSql(schemaName(t.schema), prefix))
+  })
+
+  it('leaves nothing to PUBLIC, and every SECURITY DEFINER function (if any) pins its search_path', async () => {
+    const [row] = await t.sql<{ public_functions: number; unpinned_definers: number; public_schema: boolean }>(
+      `SELECT count(*) FILTER (WHERE has_function_privilege('public', p.oid, 'EXECUTE'))::int AS public_functions,
+              count(*) FILTER (WHERE p.prosecdef AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%'))::int AS unpinned_definers,
+              has_schema_privilege('public', $2, 'USAGE') AS public_schema
+       FROM pg_proc p WHERE p.pronamespace = $1::regnamespace`, [s, t.schema])
+    expect(row).toEqual({ public_functions: 0, unpinned_definers: 0, public_schema: false })
+    // A role that was given none of them cannot even reach the schema.
+    await t.sql(`DROP ROLE IF EXISTS "${prefix}_nobody"`)
+    await t.sql(`CREATE ROLE "${prefix}_nobody" NOLOGIN`)
+    try {
+      expect(await asRole(`${prefix}_nobody`, `SELECT ${s}.send('jobs', '{}')`)).toEqual({ code: DENIED })
+      expect(await asRole(`${prefix}_nobody`, `SELECT count(*) FROM ${s}.messages`)).toEqual({ code: DENIED })
+    } finally {
+      await t.sql(`DROP ROLE "${prefix}_nobody"`)
+    }
+  })
+
+  it('postbox roles prints the script, and --apply runs it', async () => {
+    const cli = ['--import', 'tsx', 'src/cli/main.ts', 'roles', '--schema', t.schema, '--prefix', prefix]
+    const printed = await promisify(execFile)(process.execPath, cli)
+    expect(printed.stdout).toBe(rolesSql(schemaName(t.schema), prefix))
+    const said = vi.spyOn(console, 'log').mockImplementation(() => {})
+    try {
+      await runRoles({ databaseUrl: t.url, schema: t.schema, prefix, apply: true })
+      expect(said).toHaveBeenCalledWith(expect.stringContaining(`roles ${roles.producer}, ${roles.consumer} and ${roles.admin} are in place`))
+    } finally {
+      said.mockRestore()
+    }
+  })
+})
+
+describe('producer', () => {
+  it('sends (send, sendBatch, dedupe keys, the SQL send) and wakes a waiting consumer', async () => {
+    const producer = postboxAs(roles.producer)
+    try {
+      // A consumer registered as waiting, so the send also marks it notified (wake()).
+      await t.sql(`INSERT INTO ${s}.waiters (queue, listener, expires_at) VALUES ('jobs', 'someone', now() + interval '1 minute')`)
+      const one = await producer.send('jobs', { n: 1 }, { headers: { trace: 'x' }, priority: 2 })
+      const again = await producer.send('jobs', { n: 1 }, { dedupeKey: 'k1' })
+      const dup = await producer.send('jobs', { n: 1 }, { dedupeKey: 'k1' })
+      expect(dup).toEqual({ id: again.id, duplicate: true })
+      expect(await producer.sendBatch<unknown>('jobs', ['a', Buffer.from([1]), { payload: 3, dedupeKey: 'k2' }])).toHaveLength(3)
+      const client = new pg.Client({ connectionString: withSessionSettings(t.url, { role: roles.producer }) })
+      await client.connect()
+      try {
+        await client.query('BEGIN')
+        await producer.send('jobs', 'in my transaction', { tx: client })
+        await client.query(`SELECT ${s}.send('jobs', '{"via":"sql"}')`)
+        await client.query('COMMIT')
+      } finally {
+        await client.end()
+      }
+      const [row] = await t.sql<{ n: number; notified: boolean }>(
+        `SELECT (SELECT count(*)::int FROM ${s}.messages WHERE queue = 'jobs') AS n,
+                (SELECT notified FROM ${s}.waiters WHERE listener = 'someone') AS notified`)
+      expect(row).toEqual({ n: 7, notified: true })
+      expect(one.duplicate).toBe(false)
+    } finally {
+      await producer.close()
+      await t.sql(`DELETE FROM ${s}.waiters WHERE listener = 'someone'`)
+    }
+  })
+
+  it('cannot read payloads, receive, ack, nack, extend, release, update or delete messages, or touch queues', async () => {
+    const { id } = await t.postbox.send('jobs', { secret: 'payload' })
+    const [lease] = await t.sql<{ lease: string }>(`SELECT gen_random_uuid()::text AS lease`)
+    const p = roles.producer
+    const denied: [string, string][] = [
+      ['read a payload', `SELECT payload FROM ${s}.messages`],
+      ['read every column', `SELECT * FROM ${s}.messages`],
+      ['read headers', `SELECT headers, body FROM ${s}.messages`],
+      ['read the archive', `SELECT * FROM ${s}.messages_archive`],
+      ['read queue stats', `SELECT * FROM ${s}.queue_stats`],
+      ['receive', `SELECT * FROM ${s}.receive('jobs', 10)`],
+      ['ack', `SELECT ${s}.ack(ARRAY[${id}]::bigint[], ARRAY['${lease!.lease}']::uuid[])`],
+      ['nack', `SELECT ${s}.nack(${id}, '${lease!.lease}')`],
+      ['extend', `SELECT ${s}.extend(ARRAY[${id}]::bigint[], ARRAY['${lease!.lease}']::uuid[], '1 hour')`],
+      ['release', `SELECT ${s}.release(ARRAY[${id}]::bigint[], ARRAY['${lease!.lease}']::uuid[])`],
+      ['delete a message', `DELETE FROM ${s}.messages WHERE id = ${id}`],
+      ['update a message', `UPDATE ${s}.messages SET available_at = now() WHERE id = ${id}`],
+      ['truncate', `TRUNCATE ${s}.messages`],
+      ['redrive', `SELECT ${s}.redrive('jobs.dead')`],
+      ['create a queue', `INSERT INTO ${s}.queues (name) VALUES ('mine')`],
+      ['change a queue', `UPDATE ${s}.queues SET max_attempts = 1`],
+      ['delete a queue', `DELETE FROM ${s}.queues WHERE name = 'jobs'`],
+      ['alter a table', `ALTER TABLE ${s}.queues ADD COLUMN x int`],
+      ['create in the schema', `CREATE TABLE ${s}.mine (x int)`],
+    ]
+    for (const [what, text] of denied) expect({ what, ...(await asRole(p, text)) }).toEqual({ what, code: DENIED })
+    const producer = postboxAs(p)
+    try {
+      expect(await codeOf(producer.receive('jobs'))).toBe(DENIED)
+      expect(await codeOf(producer.ack({ id, lease: lease!.lease }))).toBe(DENIED)
+      expect(await codeOf(producer.createQueue('mine'))).toBe(DENIED)
+      expect(await codeOf(producer.deleteQueue('jobs', { purge: true }))).toBe(DENIED)
+    } finally {
+      await producer.close()
+    }
+    // Nothing changed: the message is still there, unleased.
+    const [row] = await t.sql<{ lease: string | null }>(`SELECT lease FROM ${s}.messages WHERE id = $1`, [id])
+    expect(row).toEqual({ lease: null })
+  })
+})
+
+describe('consumer', () => {
+  it('receives, acks, nacks, extends, releases, reads messages and stats, and runs a worker', async () => {
+    await t.sql(`DELETE FROM ${s}.messages`)
+    const ids = await t.postbox.sendBatch('jobs', [1, 2, 3, 4])
+    const consumer = postboxAs(roles.consumer)
+    try {
+      const [a, b, c] = await consumer.receive('jobs', { max: 3, visibilityTimeout: '1m' })
+      await consumer.extend(a!, '2m')
+      await consumer.ack(a!) // into the archive: the queue keeps acked messages
+      expect(await consumer.nack(b!, { delay: 0 })).toBe('retried')
+      expect((await asRole(roles.consumer, `SELECT ${s}.release(ARRAY[${c!.id}]::bigint[], ARRAY['${c!.lease}']::uuid[])`)).rows).toHaveLength(1)
+      expect((await asRole(roles.consumer, `SELECT id, payload FROM ${s}.messages WHERE queue = 'jobs'`)).rows).toHaveLength(3)
+      expect((await consumer.stats('jobs'))[0]).toMatchObject({ queue: 'jobs', total: 3, retained: 1 })
+      const handled: unknown[] = []
+      const worker = consumer.work('jobs', (m) => void handled.push(m.payload), { concurrency: 3 })
+      await consumer.listen()
+      const deadline = Date.now() + 10_000
+      while (handled.length < 3 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+      await worker.stop()
+      expect(handled.sort()).toEqual([2, 3, 4])
+      expect(ids).toHaveLength(4)
+    } finally {
+      await consumer.close()
+    }
+  })
+
+  it('cannot send, and cannot create, change or delete queues', async () => {
+    const c = roles.consumer
+    const denied: [string, string][] = [
+      ['send with SQL', `SELECT ${s}.send('jobs', '{}')`],
+      ['insert a message', `INSERT INTO ${s}.messages (queue, payload) VALUES ('jobs', '{}')`],
+      ['create a queue', `INSERT INTO ${s}.queues (name) VALUES ('mine')`],
+      ['change a queue', `UPDATE ${s}.queues SET max_attempts = 1 WHERE name = 'jobs'`],
+      ['delete a queue', `DELETE FROM ${s}.queues WHERE name = 'other'`],
+      ['alter the table', `ALTER TABLE ${s}.queues ALTER COLUMN max_attempts SET DEFAULT 1`],
+      ['drop the table', `DROP TABLE ${s}.queues`],
+      ['redrive', `SELECT ${s}.redrive('jobs.dead')`],
+      ['prune the archive', `SELECT ${s}.prune_archive()`],
+    ]
+    for (const [what, text] of denied) expect({ what, ...(await asRole(c, text)) }).toEqual({ what, code: DENIED })
+    const consumer = postboxAs(c)
+    try {
+      expect(await codeOf(consumer.send('jobs', 1))).toBe(DENIED)
+      expect(await codeOf(consumer.createQueue('mine'))).toBe(DENIED)
+      expect(await codeOf(consumer.updateQueue('jobs', { maxAttempts: 1 }))).toBe(DENIED)
+      expect(await codeOf(consumer.deleteQueue('other'))).toBe(DENIED)
+    } finally {
+      await consumer.close()
+    }
+    const [q] = await t.sql<{ n: number }>(`SELECT count(*)::int AS n FROM ${s}.queues WHERE name IN ('jobs', 'other')`)
+    expect(q?.n).toBe(2)
+  })
+})
+
+describe('admin', () => {
+  it('manages queues and does everything an application does, but cannot rewrite the migration record', async () => {
+    const admin = postboxAs(roles.admin)
+    try {
+      await admin.createQueue('admin-made', { maxAttempts: 2 })
+      await admin.updateQueue('admin-made', { maxAttempts: 3 })
+      await admin.send('admin-made', { x: 1 })
+      const [m] = await admin.receive('admin-made')
+      await admin.nack(m!, { deadLetter: true })
+      expect(await admin.redrive('admin-made.dead')).toBe(1)
+      await admin.pruneArchive()
+      await admin.deleteQueue('admin-made', { purge: true })
+      expect(await admin.getQueue('admin-made')).toBeNull()
+    } finally {
+      await admin.close()
+    }
+    expect(await asRole(roles.admin, `DELETE FROM ${s}.schema_migrations`)).toEqual({ code: DENIED })
+    expect(await asRole(roles.admin, `CREATE TABLE ${s}.mine (x int)`)).toEqual({ code: DENIED })
+    expect((await asRole(roles.admin, `SELECT version FROM ${s}.schema_migrations`)).rows?.length).toBeGreaterThan(0)
+  })
+})
