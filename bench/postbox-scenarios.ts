@@ -161,12 +161,12 @@ export interface Cost {
 }
 
 async function walLsn(db: BenchDb): Promise<string> {
-  const [row] = await db.sql<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')
+  const [row] = await db.sql<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')
   return row?.lsn as string
 }
 
 async function walSince(db: BenchDb, lsn: string): Promise<number> {
-  const [row] = await db.sql<{ bytes: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn) AS bytes', [lsn])
+  const [row] = await db.sql<{ bytes: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::pg_lsn) AS bytes', [lsn])
   return Number(row?.bytes)
 }
 
