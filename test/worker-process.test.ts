@@ -59,7 +59,7 @@ describe('a worker process', () => {
     const child = await startChildWorker({ DATABASE_URL: t.url, SCHEMA: t.schema, QUEUE: 'graceful', HANDLER: 'ok', HANDLER_MS: '200' })
     await child.next(() => child.events.filter((e) => e.event === 'started').length === 2)
     child.kill('SIGTERM')
-    await child.next((e) => e.event === 'stopped')
+    await child.next((e) => e.event === 'stopped', 30_000)
     expect(await child.exited).toBe(0)
     expect(child.events.filter((e) => e.event === 'completed')).toHaveLength(2)
     const [s] = await t.postbox.stats('graceful')

@@ -81,7 +81,10 @@ describe('fault: poison messages', { timeout: 120_000 }, () => {
       expect(crashes.map((e) => e.attempt)).toEqual([1, 2, 3])
       expect(collateral.length).toBeLessThanOrEqual(2 * concurrency)
       expect(collateral.every((r) => r.original_attempt === MAX_ATTEMPTS && r.last_error === 'lease expired on the last attempt')).toBe(true)
-      expect(report).toMatchObject({ handled: stats.committed.length - collateral.length, dead: 1 + collateral.length, lost: 0, unexpected: 0 })
+      expect(report).toMatchObject({ dead: 1 + collateral.length, lost: 0, unexpected: 0 })
+      // A collateral message may also have been handled once before its ack was lost to a crash.
+      expect(report.handled).toBeGreaterThanOrEqual(stats.committed.length - collateral.length)
+      expect(report.handled).toBeLessThanOrEqual(stats.committed.length)
       // A crash can duplicate only the good deliveries in flight in the crashed process.
       expect(report.duplicates).toBeLessThanOrEqual(crashes.length * concurrency)
     } finally {

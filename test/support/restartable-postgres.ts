@@ -1,8 +1,8 @@
 import type { ChildProcess } from 'node:child_process'
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { freePort } from '../../src/embedded/embedded-postgres.js'
 
 /** A Postgres of its own that a fault test or the soak run may crash and restart. */
 export interface RestartablePostgres {
@@ -14,17 +14,6 @@ export interface RestartablePostgres {
    */
   restart(): Promise<void>
   stop(): Promise<void>
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))))
-    })
-  })
 }
 
 /** True when the optional embedded-postgres package (and its binaries) can be loaded. */

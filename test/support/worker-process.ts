@@ -62,6 +62,14 @@ const worker = postbox.work<unknown>(
   },
   { concurrency, visibilityTimeout: env.VISIBILITY_TIMEOUT ?? '1s', transactional },
 )
+// Registered before anything is awaited, so a SIGTERM can never meet Node's default (exit at once).
+process.on('SIGTERM', () => {
+  void worker
+    .stop({ timeout: 1000 })
+    .then(() => postbox.close())
+    .then(() => effects?.end())
+    .then(() => say('stopped'))
+})
 worker.on('completed', (m) => say('completed', { id: m.id, attempt: m.attempt }))
 worker.on('leaseLost', (m) => say('leaseLost', { id: m.id, attempt: m.attempt }))
 worker.on('retried', (m) => say('retried', { id: m.id, attempt: m.attempt }))
@@ -71,10 +79,3 @@ postbox.on('notifierConnected', () => say('listening'))
 postbox.on('notifierLost', (error) => say('notifierLost', { message: String(error) }))
 await postbox.listen()
 say('ready')
-process.on('SIGTERM', () => {
-  void worker
-    .stop({ timeout: 1000 })
-    .then(() => postbox.close())
-    .then(() => effects?.end())
-    .then(() => say('stopped'))
-})
