@@ -85,8 +85,9 @@ describe('fault: poison messages', { timeout: 120_000 }, () => {
       // A collateral message may also have been handled once before its ack was lost to a crash.
       expect(report.handled).toBeGreaterThanOrEqual(stats.committed.length - collateral.length)
       expect(report.handled).toBeLessThanOrEqual(stats.committed.length)
-      // A crash can duplicate only the good deliveries in flight in the crashed process.
-      expect(report.duplicates).toBeLessThanOrEqual(crashes.length * concurrency)
+      // A crash can duplicate only the good deliveries the crashed process had handled or was
+      // handling: running handlers, plus finished ones whose batched ack was not written yet.
+      expect(report.duplicates).toBeLessThanOrEqual(crashes.length * 2 * concurrency)
     } finally {
       await producer.stop()
       await workers.stop()
