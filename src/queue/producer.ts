@@ -1,3 +1,4 @@
+import type { z } from 'zod'
 import type { Executor } from '../db/executor.js'
 import { InvalidOptionsError, InvalidPayloadError } from '../errors.js'
 import * as m from '../queries/messages.js'
@@ -35,8 +36,10 @@ function validatePayload(ref: QueueRef<unknown>, payload: unknown): unknown {
   throw new InvalidPayloadError(`payload does not match the schema of queue '${ref.name}': ${summary}`, result.error.issues)
 }
 
-function outgoing(ref: QueueRef<unknown>, payload: unknown, options: MessageOptions | undefined): m.OutgoingMessage {
-  const o = options === undefined ? {} : parseOptions(messageOptionsSchema, options, 'message options')
+/** Per-message options after validation: durations in milliseconds. */
+export type ParsedMessageOptions = z.output<typeof messageOptionsSchema>
+
+function outgoing(ref: QueueRef<unknown>, payload: unknown, o: ParsedMessageOptions): m.OutgoingMessage {
   const encoded = encodePayload(validatePayload(ref, payload))
   return {
     ...encoded,
@@ -49,8 +52,8 @@ function outgoing(ref: QueueRef<unknown>, payload: unknown, options: MessageOpti
   }
 }
 
-/** Sends one message on `db` (the pool, or the caller's transaction). */
-export async function send(db: Executor, s: SchemaName, ref: QueueRef<unknown>, payload: unknown, options?: MessageOptions): Promise<SendResult> {
+/** Sends one message on `db` (the pool, or the caller's transaction); options already validated. */
+export async function send(db: Executor, s: SchemaName, ref: QueueRef<unknown>, payload: unknown, options: ParsedMessageOptions = {}): Promise<SendResult> {
   const queue = queueNameOf(ref)
   return m.sendMessage(db, s, queue, outgoing(ref, payload, options))
 }
@@ -64,9 +67,9 @@ export async function sendBatch(db: Executor, s: SchemaName, ref: QueueRef<unkno
   if (items.length > MAX_BATCH) throw new InvalidOptionsError(`a batch holds at most ${MAX_BATCH} messages, got ${items.length}; split it`)
   if (items.length === 0) return []
   const messages = items.map((item) => {
-    if (!isEnvelope(item)) return outgoing(ref, item, undefined)
+    if (!isEnvelope(item)) return outgoing(ref, item, {})
     const { payload, ...options } = item
-    return outgoing(ref, payload, options)
+    return outgoing(ref, payload, parseOptions(messageOptionsSchema, options, 'message options'))
   })
   const rows = await m.sendBatch(db, s, queue, messages)
   return rows.map((row) => row.id)
