@@ -36,31 +36,58 @@ export async function sendMessage(db: Executor, s: SchemaName, queue: string, m:
   return rows[0] as SentRow
 }
 
+/** A column of the batch as an array, or null when every message has the default there. */
+function column<T>(ms: readonly OutgoingMessage[], pick: (m: OutgoingMessage) => T, fallback: T): T[] | null {
+  let all = true
+  const values = ms.map((m) => {
+    const value = pick(m)
+    if (value !== fallback) all = false
+    return value
+  })
+  return all ? null : values
+}
+
 /**
- * Sends a batch in one statement. The delays are converted with an explicit ORDER BY: array_agg
- * over unnest keeps input order only by accident of the plan, and a shifted delay would hold the
- * wrong message back.
+ * Sends a batch in one statement. To keep the encoding per message small, a batch of JSON
+ * payloads travels as one JSON array ($2) rather than a jsonb[] literal, which escapes every
+ * quote of every payload; a column where every message has the default travels as NULL and is
+ * filled in by Postgres. The delays are converted with an explicit ORDER BY: array_agg over
+ * unnest keeps input order only by accident of the plan, and a shifted delay would hold the
+ * wrong message back. The ids come back as one array, in input order.
  */
 export async function sendBatch(db: Executor, s: SchemaName, queue: string, ms: readonly OutgoingMessage[]): Promise<SentRow[]> {
-  const { rows } = await db.query<SentRow>(
-    `SELECT id, duplicate FROM ${s.sql}.send_batch($1, $2::jsonb[], $3::bytea[], $4::text[],
-       (SELECT array_agg(d * interval '1 millisecond' ORDER BY i) FROM unnest($5::bigint[]) WITH ORDINALITY AS u(d, i)), $6::timestamptz[], $7::int[],
-       $8::text[], $9::text[], $10::jsonb[])`,
+  const allJson = ms.every((m) => m.encoding === 'json')
+  const { rows } = await db.query<{ ids: string[]; duplicates: boolean[] }>(
+    `SELECT array_agg(b.id ORDER BY b.ord) AS ids, array_agg(b.duplicate ORDER BY b.ord) AS duplicates
+     FROM ${s.sql}.send_batch($1,
+       coalesce($3::jsonb[], ARRAY(SELECT e FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS p(e, i) ORDER BY i)),
+       coalesce($4::bytea[], array_fill(NULL::bytea, ARRAY[$12::int])),
+       coalesce($5::text[], array_fill('json'::text, ARRAY[$12::int])),
+       coalesce((SELECT array_agg(d * interval '1 millisecond' ORDER BY i) FROM unnest($6::bigint[]) WITH ORDINALITY AS u(d, i)),
+                array_fill(NULL::interval, ARRAY[$12::int])),
+       coalesce($7::timestamptz[], array_fill(NULL::timestamptz, ARRAY[$12::int])),
+       coalesce($8::int[], array_fill(0, ARRAY[$12::int])),
+       coalesce($9::text[], array_fill(NULL::text, ARRAY[$12::int])),
+       coalesce($10::text[], array_fill(NULL::text, ARRAY[$12::int])),
+       coalesce($11::jsonb[], array_fill(NULL::jsonb, ARRAY[$12::int]))) WITH ORDINALITY AS b(id, duplicate, ord)`,
     [
       queue,
-      ms.map((m) => m.json),
-      ms.map((m) => m.body),
-      ms.map((m) => m.encoding),
-      ms.map((m) => m.delayMs),
-      ms.map((m) => m.availableAt),
-      ms.map((m) => m.priority),
-      ms.map((m) => m.dedupeKey),
-      ms.map((m) => m.groupKey),
-      ms.map((m) => m.headers),
+      allJson ? `[${ms.map((m) => m.json).join(',')}]` : null,
+      allJson ? null : ms.map((m) => m.json),
+      column(ms, (m) => m.body, null),
+      allJson ? null : ms.map((m) => m.encoding),
+      column(ms, (m) => m.delayMs, null),
+      column(ms, (m) => m.availableAt, null),
+      column(ms, (m) => m.priority, 0),
+      column(ms, (m) => m.dedupeKey, null),
+      column(ms, (m) => m.groupKey, null),
+      column(ms, (m) => m.headers, null),
+      ms.length,
     ],
     statement(s, 'send_batch'),
   )
-  return rows
+  const { ids, duplicates } = rows[0] ?? { ids: [], duplicates: [] }
+  return (ids ?? []).map((id, i) => ({ id, duplicate: duplicates[i] as boolean }))
 }
 
 export async function receive(db: Executor, s: SchemaName, queue: string, max: number, visibilityTimeoutMs: number | null): Promise<MessageRow[]> {
