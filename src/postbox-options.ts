@@ -31,6 +31,12 @@ export interface PostboxOptions {
    * behind PgBouncer older than 1.21 in transaction mode, which cannot keep prepared statements.
    */
   preparedStatements?: boolean
+  /**
+   * Let concurrent `send` calls made outside a transaction share statements: a send that arrives
+   * while others are under way goes in the next statement with the rest, and each caller still
+   * gets its own result; a lone send goes at once. Default true; false sends one statement each.
+   */
+  batchSends?: boolean
 }
 
 const object = z.custom<object>((v) => typeof v === 'object' && v !== null, 'must be an object')
@@ -47,6 +53,7 @@ export const postboxOptionsSchema = z
     pollInterval: positiveDurationMs.optional(),
     logger: object.optional(),
     preparedStatements: z.boolean().optional(),
+    batchSends: z.boolean().optional(),
   })
   .refine((o) => o.connectionString || o.pool || o.kysely, 'give connectionString, pool or kysely')
   .refine((o) => !(o.connectionString && o.pool), 'give connectionString or pool, not both')

@@ -54,6 +54,16 @@ describe('receive', () => {
     expect(m).toMatchObject({ id, queue: 'r-lease', attempt: 1, priority: 3, groupKey: 'g1', dedupeKey: null, lastError: null })
     expect(m!.lease).toMatch(/^[0-9a-f-]{36}$/)
     expect(m!.enqueuedAt).toBeInstanceOf(Date)
+    // The times are the database's, to the millisecond (they travel as epoch milliseconds).
+    const [times] = await t.sql<{ enqueued: string; claimed: string; expires: string }>(
+      `SELECT to_char(enqueued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS enqueued,
+              to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS claimed,
+              to_char(available_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS expires
+       FROM "${t.schema}".messages WHERE id = $1`,
+      [id],
+    )
+    expect([m!.enqueuedAt.toISOString(), m!.claimedAt.toISOString(), m!.leaseExpiresAt.toISOString()])
+      .toEqual([times!.enqueued, times!.claimed, times!.expires])
     const r = await row(id)
     expect(r).toMatchObject({ attempt: 1, lease: m!.lease })
     expect(r!.available_in_ms).toBeGreaterThan(44_000)

@@ -92,7 +92,11 @@ export async function sendBatch(db: Executor, s: SchemaName, queue: string, ms: 
 
 export async function receive(db: Executor, s: SchemaName, queue: string, max: number, visibilityTimeoutMs: number | null): Promise<MessageRow[]> {
   const { rows } = await db.query<MessageRow>(
-    `SELECT * FROM ${s.sql}.receive($1, $2, $3 * interval '1 millisecond')`,
+    `SELECT id, queue, priority, attempt, lease, encoding, payload, body, headers, dedupe_key, group_key, last_error,
+            floor(extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms,
+            floor(extract(epoch FROM claimed_at) * 1000)::float8 AS claimed_ms,
+            floor(extract(epoch FROM available_at) * 1000)::float8 AS available_ms
+     FROM ${s.sql}.receive($1, $2, $3 * interval '1 millisecond')`,
     [queue, max, visibilityTimeoutMs],
     statement(s, 'receive'),
   )

@@ -38,9 +38,9 @@ export function messageFromRow<P>(row: MessageRow, payload: P = decodePayload(ro
     priority: row.priority,
     groupKey: row.group_key,
     dedupeKey: row.dedupe_key,
-    enqueuedAt: row.enqueued_at,
-    claimedAt: row.claimed_at as Date,
-    leaseExpiresAt: row.available_at,
+    enqueuedAt: new Date(row.enqueued_ms),
+    claimedAt: new Date(row.claimed_ms),
+    leaseExpiresAt: new Date(row.available_ms),
     lease: row.lease as string,
     lastError: row.last_error,
   }

@@ -39,7 +39,8 @@ function validatePayload(ref: QueueRef<unknown>, payload: unknown): unknown {
 /** Per-message options after validation: durations in milliseconds. */
 export type ParsedMessageOptions = z.output<typeof messageOptionsSchema>
 
-function outgoing(ref: QueueRef<unknown>, payload: unknown, o: ParsedMessageOptions): m.OutgoingMessage {
+/** A message as the send statements take it: payload checked against a typed queue's schema and encoded. */
+export function outgoing(ref: QueueRef<unknown>, payload: unknown, o: ParsedMessageOptions = {}): m.OutgoingMessage {
   const encoded = encodePayload(validatePayload(ref, payload))
   // Fields are copied one by one: a spread ({ ...encoded }) cost several times the encoding itself.
   return {

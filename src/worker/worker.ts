@@ -14,6 +14,7 @@ import type { SchemaName } from '../schema-name.js'
 import { parseOptions } from '../validation.js'
 import { AckBatcher } from './ack-batcher.js'
 import type { Handler, HandlerContext } from './handler.js'
+import { LazyAbort } from './lazy-abort.js'
 import { LeaseKeeper, type HeldLease } from './lease-keeper.js'
 import { ThroughputMeter } from './throughput-meter.js'
 import type { WorkerEvents } from './worker-events.js'
@@ -44,7 +45,7 @@ const PREFETCH_WINDOW_S = 0.05
 
 interface Running {
   readonly message: Message
-  readonly controller: AbortController
+  readonly controller: LazyAbort
   readonly held: HeldLease
   readonly done: Promise<void>
   lost: boolean
@@ -345,7 +346,7 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
   }
 
   private begin(message: Message<P>, held: HeldLease): void {
-    const controller = new AbortController()
+    const controller = new LazyAbort()
     const entry = { message, controller, held, lost: false, released: false, occupying: true } as Running & { done: Promise<void> }
     this.occupied++
     this.running.add(entry)
@@ -359,7 +360,9 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
 
   private context(entry: Running, tx: unknown): HandlerContext<Tx> {
     return {
-      signal: entry.controller.signal,
+      get signal() {
+        return entry.controller.signal
+      },
       tx: tx as Tx | undefined,
       extend: async (duration) => {
         await extend(this.deps.db, this.deps.schema, entry.message, duration)
@@ -419,7 +422,7 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     })
     try {
       await Promise.race([Promise.resolve(this.handler(entry.message as Message<P>, this.context(entry, tx))), timedOut])
-      if (entry.controller.signal.reason === timeout) throw timeout
+      if (entry.controller.reason === timeout) throw timeout
     } finally {
       clearTimeout(timer)
     }

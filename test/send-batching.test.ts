@@ -1,0 +1,101 @@
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { PayloadTooLargeError, Postbox, QueueNotFoundError } from '../src/index.js'
+import { useTestSchema } from './support/test-schema.js'
+
+// Concurrent sends outside a transaction share statements (batchSends, the default): each caller
+// still gets its own id, its own duplicate flag and its own refusal.
+
+const t = useTestSchema()
+
+/** A Postbox whose pool records every statement's text. */
+function countingPostbox(options: { batchSends?: boolean } = {}) {
+  const statements: string[] = []
+  const pool = {
+    query: (text: string | { text: string }, values?: unknown[]) => {
+      statements.push(typeof text === 'string' ? text : text.text)
+      return t.pool.query(text as string, values)
+    },
+    connect: () => t.pool.connect(),
+  }
+  return { postbox: new Postbox({ pool, schema: t.schema, ...options }), statements }
+}
+
+let open: Postbox | undefined
+afterEach(async () => {
+  await open?.close()
+  open = undefined
+})
+
+beforeAll(async () => {
+  await t.postbox.createQueue('together')
+  await t.postbox.createQueue('small', { maxPayloadBytes: 100 })
+})
+
+async function stored(ids: readonly string[]): Promise<Map<string, unknown>> {
+  const rows = await t.sql<{ id: string; payload: unknown }>(
+    `SELECT id, payload FROM "${t.schema}".messages WHERE id = ANY($1::bigint[])`,
+    [ids],
+  )
+  return new Map(rows.map((r) => [r.id, r.payload]))
+}
+
+describe('sends outside a transaction', () => {
+  it('200 concurrent sends share a few statements, and each gets the id of its own message', async () => {
+    const { postbox, statements } = countingPostbox()
+    open = postbox
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => postbox.send('together', { i })))
+    expect(new Set(results.map((r) => r.id)).size).toBe(200)
+    const payloads = await stored(results.map((r) => r.id))
+    expect(results.map((r) => payloads.get(r.id))).toEqual(Array.from({ length: 200 }, (_, i) => ({ i })))
+    expect(statements.length).toBeLessThan(20)
+    expect(statements.length).toBeGreaterThan(1)
+  })
+
+  it('a lone send goes at once in one statement', async () => {
+    const { postbox, statements } = countingPostbox()
+    open = postbox
+    await postbox.send('together', { alone: true })
+    expect(statements).toHaveLength(1)
+    expect(statements[0]).toContain('send_message')
+  })
+
+  it('one refused message fails only its own send; the rest are written', async () => {
+    const { postbox } = countingPostbox()
+    open = postbox
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 30 }, (_, i) => postbox.send('small', i === 7 ? { big: 'x'.repeat(500) } : { i })),
+    )
+    const rejected = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [[i, o.reason]] : []))
+    expect(rejected).toHaveLength(1)
+    expect(rejected[0]![0]).toBe(7)
+    expect(rejected[0]![1]).toBeInstanceOf(PayloadTooLargeError)
+    const ids = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value.id] : []))
+    expect((await stored(ids)).size).toBe(29)
+  })
+
+  it('dedupe keys resolve within the shared statement as they would one by one', async () => {
+    const { postbox } = countingPostbox()
+    open = postbox
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => postbox.send('together', { i }, { dedupeKey: `k${i % 5}` })),
+    )
+    expect(results.filter((r) => !r.duplicate)).toHaveLength(5)
+    for (let i = 0; i < 20; i++) expect(results[i]!.id).toBe(results[i % 5]!.id)
+  })
+
+  it('an unknown queue fails every send with QueueNotFoundError and writes nothing', async () => {
+    const { postbox } = countingPostbox()
+    open = postbox
+    const outcomes = await Promise.allSettled(Array.from({ length: 10 }, () => postbox.send('nowhere', 1)))
+    for (const o of outcomes) expect(o.status === 'rejected' && o.reason instanceof QueueNotFoundError).toBe(true)
+    const [n] = await t.sql<{ n: number }>(`SELECT count(*)::int AS n FROM "${t.schema}".messages WHERE queue = 'nowhere'`)
+    expect(n!.n).toBe(0)
+  })
+
+  it('batchSends: false sends one statement per message', async () => {
+    const { postbox, statements } = countingPostbox({ batchSends: false })
+    open = postbox
+    await Promise.all(Array.from({ length: 20 }, (_, i) => postbox.send('together', { i })))
+    expect(statements).toHaveLength(20)
+  })
+})
