@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { NonRetryableError, type Message } from '../src/index.js'
+import { NonRetryableError, Postbox, type Message } from '../src/index.js'
 import { waitFor } from './support/wait-for.js'
 import { useTestSchema } from './support/test-schema.js'
 
@@ -33,6 +33,44 @@ describe('work()', () => {
     }
     expect([...seen.keys()].sort()).toEqual([...ids].sort())
     expect([...seen.values()].every((n) => n === 1)).toBe(true)
+  })
+
+  it('acks ride on the next claim, and are written on their own when that statement fails', async () => {
+    const queue = await freshQueue()
+    await t.postbox.sendBatch(queue, Array.from({ length: 2000 }, (_, i) => ({ i })))
+    const statements: string[] = []
+    let failNextCombined = 3
+    const pool = {
+      query: (config: string | { text: string }, values?: unknown[]) => {
+        const text = typeof config === 'string' ? config : config.text
+        statements.push(text)
+        if (text.includes('UNION ALL') && failNextCombined-- > 0) return Promise.reject(new Error('injected: statement failed'))
+        return t.pool.query(config as string, values)
+      },
+      connect: () => t.pool.connect(),
+    }
+    const postbox = new Postbox({ pool, schema: t.schema, wakeups: 'poll', pollInterval: 50 })
+    const handled = new Map<string, number>()
+    const lost: string[] = []
+    const errors: unknown[] = []
+    const worker = postbox.work(queue, (m) => {
+      handled.set(m.id, (handled.get(m.id) ?? 0) + 1)
+    }, { concurrency: 10 })
+    worker.on('leaseLost', (m) => lost.push(m.id))
+    worker.on('error', (e) => errors.push(e))
+    try {
+      await waitFor('all acked', async () => (await stats(queue)).total === 0, { timeoutMs: 30_000 })
+    } finally {
+      await worker.stop()
+      await postbox.close()
+    }
+    expect(handled.size).toBe(2000)
+    expect([...handled.values()].every((n) => n === 1)).toBe(true)
+    expect(lost).toEqual([])
+    expect(errors.map((e) => (e as Error).message)).toEqual(Array(3).fill('injected: statement failed'))
+    const combined = statements.filter((text) => text.includes('UNION ALL')).length
+    const alone = statements.filter((text) => /\.ack\(/.test(text) && !text.includes('UNION ALL')).length
+    expect(combined).toBeGreaterThan(alone)
   })
 
   it('retries a thrown error with attempt 2, and dead-letters a NonRetryableError at once', async () => {

@@ -90,17 +90,48 @@ export async function sendBatch(db: Executor, s: SchemaName, queue: string, ms: 
   return (ids ?? []).map((id, i) => ({ id, duplicate: duplicates[i] as boolean }))
 }
 
+/** What a claim returns per message: the columns a delivery needs, times as whole epoch milliseconds. */
+const CLAIMED_COLUMNS = [
+  'id', 'queue', 'priority', 'attempt', 'lease', 'encoding', 'payload', 'body', 'headers', 'dedupe_key', 'group_key', 'last_error',
+  'floor(extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms',
+  'floor(extract(epoch FROM claimed_at) * 1000)::float8 AS claimed_ms',
+  'floor(extract(epoch FROM available_at) * 1000)::float8 AS available_ms',
+]
+
 export async function receive(db: Executor, s: SchemaName, queue: string, max: number, visibilityTimeoutMs: number | null): Promise<MessageRow[]> {
   const { rows } = await db.query<MessageRow>(
-    `SELECT id, queue, priority, attempt, lease, encoding, payload, body, headers, dedupe_key, group_key, last_error,
-            floor(extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms,
-            floor(extract(epoch FROM claimed_at) * 1000)::float8 AS claimed_ms,
-            floor(extract(epoch FROM available_at) * 1000)::float8 AS available_ms
-     FROM ${s.sql}.receive($1, $2, $3 * interval '1 millisecond')`,
+    `SELECT ${CLAIMED_COLUMNS.join(', ')} FROM ${s.sql}.receive($1, $2, $3 * interval '1 millisecond')`,
     [queue, max, visibilityTimeoutMs],
     statement(s, 'receive'),
   )
   return rows
+}
+
+/**
+ * Acks deliveries and claims more in one statement, so that a busy worker's acks travel with
+ * its next claim instead of costing a round trip of their own. The first row carries the ids
+ * acked (the ack runs first: UNION ALL reads its branches in order); the others are the claimed
+ * messages. Either both happen or, when the statement fails, neither.
+ */
+export async function ackAndReceive(
+  db: Executor,
+  s: SchemaName,
+  acks: { ids: readonly string[]; leases: readonly string[] },
+  queue: string,
+  max: number,
+  visibilityTimeoutMs: number | null,
+): Promise<{ acked: string[]; rows: MessageRow[] }> {
+  const names = CLAIMED_COLUMNS.map((c) => c.split(' AS ').pop() as string)
+  const { rows } = await db.query<MessageRow & { acked: string[] | null }>(
+    `SELECT coalesce(array_agg(a.id), '{}') AS acked, ${names.map((n) => `NULL AS ${n}`).join(', ')}
+       FROM ${s.sql}.ack($4::bigint[], $5::uuid[]) AS a(id)
+     UNION ALL
+     SELECT NULL, ${CLAIMED_COLUMNS.join(', ')} FROM ${s.sql}.receive($1, $2, $3 * interval '1 millisecond')`,
+    [queue, max, visibilityTimeoutMs, acks.ids, acks.leases],
+    statement(s, 'ack_and_receive'),
+  )
+  const [first, ...claimed] = rows
+  return { acked: first?.acked ?? [], rows: claimed }
 }
 
 /** Acks deliveries fenced by their leases; returns the ids acked. */

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import type { Executor } from '../db/executor.js'
 import { durationMs, positiveDurationMs } from '../duration.js'
 import { InvalidOptionsError, LeaseLostError } from '../errors.js'
+import type { MessageRow } from '../queries/message-row.js'
 import * as m from '../queries/messages.js'
 import type { SchemaName } from '../schema-name.js'
 import { parseOptions } from '../validation.js'
@@ -65,12 +66,16 @@ function safeJson(value: unknown): string | undefined {
   }
 }
 
+/** Claims ready messages once; see {@link claimedMessages} for typed queues. */
+export async function claim<P>(db: Executor, s: SchemaName, ref: QueueRef<P>, max: number, visibilityTimeoutMs: number | null): Promise<Message<P>[]> {
+  return claimedMessages(db, s, ref, await m.receive(db, s, queueNameOf(ref), max, visibilityTimeoutMs))
+}
+
 /**
- * Claims ready messages once. For a typed queue, a payload that no longer matches the schema is
+ * Claimed rows as messages. For a typed queue, a payload that no longer matches the schema is
  * dead-lettered with the reason and left out of the result.
  */
-export async function claim<P>(db: Executor, s: SchemaName, ref: QueueRef<P>, max: number, visibilityTimeoutMs: number | null): Promise<Message<P>[]> {
-  const rows = await m.receive(db, s, queueNameOf(ref), max, visibilityTimeoutMs)
+export async function claimedMessages<P>(db: Executor, s: SchemaName, ref: QueueRef<P>, rows: readonly MessageRow[]): Promise<Message<P>[]> {
   if (typeof ref === 'string') return rows.map((row) => messageFromRow<P>(row))
   const messages: Message<P>[] = []
   for (const row of rows) {

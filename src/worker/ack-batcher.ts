@@ -3,7 +3,7 @@ import { ack } from '../queries/messages.js'
 import type { SchemaName } from '../schema-name.js'
 import type { Delivery } from '../queue/message.js'
 
-interface Pending {
+export interface PendingAck {
   delivery: Delivery
   resolve: (acked: boolean) => void
   reject: (error: unknown) => void
@@ -17,7 +17,7 @@ const MAX_BATCH = 500
  * whether its own delivery was acked or its lease was lost.
  */
 export class AckBatcher {
-  private pending: Pending[] = []
+  private pending: PendingAck[] = []
   private timer: NodeJS.Timeout | undefined
   private readonly flushes = new Set<Promise<void>>()
 
@@ -36,6 +36,31 @@ export class AckBatcher {
     })
   }
 
+  /**
+   * Hands over the acks waiting now, for a claim to carry (see `ackAndReceive`); the caller
+   * reports the outcome with `settle`, or gives them back with `restore` if its statement failed.
+   */
+  take(): PendingAck[] {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    const batch = this.pending
+    this.pending = []
+    return batch
+  }
+
+  /** Tells each caller of a taken batch whether its delivery was acked. */
+  settle(batch: readonly PendingAck[], ackedIds: readonly string[]): void {
+    const acked = new Set(ackedIds)
+    for (const p of batch) p.resolve(acked.has(p.delivery.id))
+  }
+
+  /** Puts a taken batch back, to be written on its own. */
+  restore(batch: readonly PendingAck[]): void {
+    if (batch.length === 0) return
+    this.pending.unshift(...batch)
+    this.flush()
+  }
+
   /** Writes what is pending now and waits for every write under way. */
   async drain(): Promise<void> {
     this.flush()
@@ -49,10 +74,7 @@ export class AckBatcher {
     if (batch.length === 0) return
     this.pending = []
     const write = ack(this.db, this.s, batch.map((p) => p.delivery.id), batch.map((p) => p.delivery.lease)).then(
-      (ids) => {
-        const acked = new Set(ids)
-        for (const p of batch) p.resolve(acked.has(p.delivery.id))
-      },
+      (ids) => this.settle(batch, ids),
       (error: unknown) => {
         for (const p of batch) p.reject(error)
       },

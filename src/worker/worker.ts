@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js'
 import type { WakeUps } from '../notify/wake-ups.js'
 import { trackOpen } from '../open-resources.js'
 import * as m from '../queries/messages.js'
-import { claim, describeError, extend } from '../queue/consumer.js'
+import { claim, claimedMessages, describeError, extend } from '../queue/consumer.js'
 import { queueNameOf, type QueueRef } from '../queue/define-queue.js'
 import type { Message } from '../queue/message.js'
 import type { SchemaName } from '../schema-name.js'
@@ -298,7 +298,7 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       const index = (this.next + i) % this.queues.length
       const ref = this.queues[index] as QueueRef<P>
       const want = Math.min(free, 1000)
-      const claiming = claim(this.deps.db, this.deps.schema, ref, want, this.settings.visibilityTimeoutMs)
+      const claiming = this.claimFrom(ref, want)
       const tracked = claiming.catch(() => {})
       this.claims.add(tracked)
       this.reserved += want
@@ -318,6 +318,33 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     }
     this.next = (this.next + 1) % this.queues.length
     return claimed
+  }
+
+  /**
+   * Claims up to `want` messages. Acks waiting to be written ride along in the same statement
+   * (one round trip fewer per claim for a busy worker); if the statement fails they are given
+   * back to be written on their own.
+   */
+  private async claimFrom(ref: QueueRef<P>, want: number): Promise<Message<P>[]> {
+    const { db, schema } = this.deps
+    const riding = this.acks.take()
+    if (riding.length === 0) return claim(db, schema, ref, want, this.settings.visibilityTimeoutMs)
+    let claimed: Awaited<ReturnType<typeof m.ackAndReceive>>
+    try {
+      claimed = await m.ackAndReceive(
+        db,
+        schema,
+        { ids: riding.map((p) => p.delivery.id), leases: riding.map((p) => p.delivery.lease) },
+        queueNameOf(ref),
+        want,
+        this.settings.visibilityTimeoutMs,
+      )
+    } catch (error) {
+      this.acks.restore(riding)
+      throw error
+    }
+    this.acks.settle(riding, claimed.acked)
+    return claimedMessages(db, schema, ref, claimed.rows)
   }
 
   /** Starts keeping a claimed message's lease; if it is lost, the handler (if running) is aborted. */
