@@ -285,6 +285,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     this.closing ??= (async () => {
       this.closeSignal.abort()
       await Promise.all([...this.workers].map((worker) => worker.stop()))
+      await this.sends?.drain() // sends made before close() are written, not cut off
       await this.wakeUps.close().catch(() => {})
       await this.notifier?.stop()
       await this.ownedPool?.end().catch((error: Error) => this.logger.warn({ err: error.message }, 'postbox: closing the pool failed'))

@@ -92,6 +92,14 @@ describe('sends outside a transaction', () => {
     expect(n!.n).toBe(0)
   })
 
+  it('close() writes the sends made before it, however many were waiting', async () => {
+    const postbox = t.newPostbox()
+    const sends = Array.from({ length: 300 }, (_, i) => postbox.send('together', { closing: i }))
+    await postbox.close()
+    const results = await Promise.all(sends)
+    expect((await stored(results.map((r) => r.id))).size).toBe(300)
+  })
+
   it('batchSends: false sends one statement per message', async () => {
     const { postbox, statements } = countingPostbox({ batchSends: false })
     open = postbox

@@ -29,6 +29,8 @@ const MAX_BATCH = 1_000
 export class SendCoalescer {
   private readonly waiting = new Map<string, Pending[]>()
   private inFlight = 0
+  /** Callers of `drain`, told each time a statement finishes. */
+  private idle: (() => void)[] = []
 
   constructor(
     private readonly db: Executor,
@@ -45,6 +47,13 @@ export class SendCoalescer {
     })
   }
 
+  /** Resolves once every send handed over so far has been written (or has failed). */
+  async drain(): Promise<void> {
+    while (this.inFlight > 0 || this.waiting.size > 0) {
+      await new Promise<void>((resolve) => this.idle.push(resolve))
+    }
+  }
+
   /** Starts statements while there is room, oldest queue first. */
   private pump(): void {
     while (this.inFlight < this.maxInFlight) {
@@ -57,6 +66,9 @@ export class SendCoalescer {
       void this.write(queue, batch).finally(() => {
         this.inFlight--
         this.pump()
+        const idle = this.idle
+        this.idle = []
+        for (const wake of idle) wake()
       })
     }
   }
