@@ -14,6 +14,7 @@ import type { SchemaName } from '../schema-name.js'
 import { parseOptions } from '../validation.js'
 import { AckBatcher } from './ack-batcher.js'
 import type { Handler, HandlerContext } from './handler.js'
+import { callWithTimeout } from './handler-timeout.js'
 import { LazyAbort } from './lazy-abort.js'
 import { LeaseKeeper, type HeldLease } from './lease-keeper.js'
 import { ThroughputMeter } from './throughput-meter.js'
@@ -52,10 +53,6 @@ interface Running {
   released: boolean
   /** True until the handler settles; the slot is free again from then, while the ack is written. */
   occupying: boolean
-}
-
-class HandlerTimeoutError extends Error {
-  override name = 'HandlerTimeoutError'
 }
 
 const ERROR_BACKOFF_MS = [100, 250, 500, 1_000, 2_000, 5_000]
@@ -429,30 +426,10 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     }
   }
 
-  /**
-   * Calls the handler with a timeout. `race` lets a timed-out handler run on in the background;
-   * in transactional mode the handler owns the connection, so it is awaited to the end instead.
-   */
-  private async invoke(entry: Running, tx: unknown, race: boolean): Promise<void> {
-    const { handlerTimeoutMs } = this.settings
-    if (handlerTimeoutMs === null) {
-      await this.handler(entry.message as Message<P>, this.context(entry, tx))
-      return
-    }
-    const timeout = new HandlerTimeoutError(`handler took longer than ${handlerTimeoutMs} ms`)
-    let timer: NodeJS.Timeout | undefined
-    const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        entry.controller.abort(timeout)
-        if (race) reject(timeout)
-      }, handlerTimeoutMs)
-    })
-    try {
-      await Promise.race([Promise.resolve(this.handler(entry.message as Message<P>, this.context(entry, tx))), timedOut])
-      if (entry.controller.reason === timeout) throw timeout
-    } finally {
-      clearTimeout(timer)
-    }
+  /** Calls the handler under the worker's handler timeout (see {@link callWithTimeout}). */
+  private invoke(entry: Running, tx: unknown, race: boolean): Promise<void> {
+    const call = () => this.handler(entry.message as Message<P>, this.context(entry, tx))
+    return callWithTimeout(call, entry.controller, this.settings.handlerTimeoutMs, race)
   }
 
   private async fail(message: Message, error: unknown): Promise<void> {
