@@ -11,7 +11,8 @@
 --     messages that carry a dedupe key.
 --   * senders call wake() only when a waiter needs telling (or outside READ COMMITTED).
 --   * a claim draws one lease token per claim rather than one per message: the fence is the
---     (id, lease) pair, and a later claim of the same message draws a new token.
+--     (id, lease) pair, and a later claim of the same message draws a new token; and it plans
+--     its statements once per session (generic plans) instead of on every call.
 --   * ack returns whole rows only for queues that keep acked messages in the archive.
 
 CREATE OR REPLACE FUNCTION {{schema}}.wake_key(queue text) RETURNS bigint
@@ -120,6 +121,10 @@ END $$;
 CREATE OR REPLACE FUNCTION {{schema}}.receive(queue text, max integer DEFAULT 1, visibility_timeout interval DEFAULT NULL)
 RETURNS SETOF {{schema}}.messages
 LANGUAGE plpgsql
+-- With the default plan_cache_mode, the claim's statements kept custom plans, planned again on
+-- every call; their generic plans are the same index scans. pgbench, one client: receive(1)
+-- 0.61-0.77 ms with the default, 0.44-0.45 ms with this clause.
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   q {{schema}}.queues;
