@@ -23,7 +23,8 @@ const ITEM_KEYS = new Set(['payload', 'delay', 'availableAt', 'priority', 'dedup
 
 /** An item is an envelope when it is a plain object with a payload key and only envelope keys. */
 function isEnvelope(item: unknown): item is BatchItem<unknown> {
-  if (typeof item !== 'object' || item === null || Array.isArray(item) || item instanceof Uint8Array) return false
+  if (typeof item !== 'object' || item === null || !Object.hasOwn(item, 'payload')) return false
+  if (Array.isArray(item) || item instanceof Uint8Array) return false
   const keys = Object.keys(item)
   return keys.includes('payload') && keys.every((k) => ITEM_KEYS.has(k))
 }
