@@ -55,6 +55,7 @@ AS $$
 DECLARE
   q {{schema}}.queues;
   problem text;
+  must_wake boolean;
 BEGIN
   -- The lock comes before the queue look-up: deleteQueue takes it exclusively, so a send either
   -- finishes before the delete counts the queue's messages, or looks the queue up after the
@@ -75,11 +76,14 @@ BEGIN
       AND {{schema}}.message_problem(q.max_payload_bytes, send_message.payload, send_message.body, send_message.encoding,
             send_message.delay, send_message.available_at, send_message.priority, NULL, send_message.group_key,
             send_message.headers) IS NULL
-    RETURNING m.id INTO id;
+    -- The test wake() makes, in the same statement, so that a send nobody waits for makes no
+    -- nested call and no further statement. Its snapshot is taken after the lock, as the wake-up
+    -- protocol needs (see wake()).
+    RETURNING m.id, current_setting('transaction_isolation') <> 'read committed'
+      OR EXISTS (SELECT 1 FROM {{schema}}.waiters w WHERE w.queue = m.queue AND NOT w.notified AND w.expires_at > now())
+    INTO id, must_wake;
     IF id IS NOT NULL THEN
-      -- The same test wake() makes, here so that a send nobody waits for makes no nested call.
-      IF current_setting('transaction_isolation') <> 'read committed'
-         OR EXISTS (SELECT 1 FROM {{schema}}.waiters w WHERE w.queue = send_message.queue AND NOT w.notified AND w.expires_at > now()) THEN
+      IF must_wake THEN
         PERFORM {{schema}}.wake(queue);
       END IF;
       RETURN;

@@ -76,6 +76,30 @@ describe('wake-ups', () => {
     }
   })
 
+  it('a sender in REPEATABLE READ whose snapshot predates the waiter still wakes it', async () => {
+    await t.postbox.createQueue('snapshot')
+    const consumer = t.newPostbox({ pollInterval: SLOW_POLL })
+    const client = await t.pool.connect()
+    try {
+      await consumer.listen()
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ')
+      await client.query('SELECT 1') // the snapshot is taken here, before anyone waits
+      const received = consumer.receive('snapshot', { wait: '20s' })
+      await waitFor('consumer waiting', async () => (await waiterCount('snapshot')) === 1)
+      const sentAt = performance.now()
+      await t.postbox.send('snapshot', { rr: true }, { tx: client })
+      await client.query('COMMIT')
+      const [message] = await received
+      // Without the notification this would wait for the one-minute poll or the 20 s long poll.
+      expect(performance.now() - sentAt).toBeLessThan(3_000)
+      expect(message?.payload).toEqual({ rr: true })
+      await consumer.ack(message!)
+    } finally {
+      client.release()
+      await consumer.close()
+    }
+  })
+
   it('never loses a wake-up when a consumer goes idle just as a message commits (200 rounds)', async () => {
     await t.postbox.createQueue('race')
     const consumer = t.newPostbox({ pollInterval: SLOW_POLL })
