@@ -242,6 +242,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
         handlerTimeoutMs: o.handlerTimeout ?? null,
         pollMs: o.pollInterval ?? this.pollMs,
         ackDelayMs: o.ackDelay ?? 2,
+        claimLingerMs: o.claimLinger ?? 3,
         prefetch: o.prefetch ?? null,
       },
     )

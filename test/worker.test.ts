@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { NonRetryableError, Postbox, type Message } from '../src/index.js'
+import { InvalidOptionsError, NonRetryableError, Postbox, type Message } from '../src/index.js'
 import { waitFor } from './support/wait-for.js'
 import { useTestSchema } from './support/test-schema.js'
 
@@ -71,6 +71,38 @@ describe('work()', () => {
     const combined = statements.filter((text) => text.includes('UNION ALL')).length
     const alone = statements.filter((text) => /\.ack\(/.test(text) && !text.includes('UNION ALL')).length
     expect(combined).toBeGreaterThan(alone)
+  })
+
+  it('claimLinger gathers a trickle into batches; bad worker options are refused', async () => {
+    const queue = await freshQueue()
+    for (const options of [{ claimLinger: -1 }, { claimLinger: 'soon' }, { concurrency: 0 }, { linger: 5 }]) {
+      expect(() => t.postbox.work(queue, () => {}, options as never)).toThrow(InvalidOptionsError)
+    }
+    const claims: string[] = []
+    const pool = {
+      query: (config: string | { text: string }, values?: unknown[]) => {
+        const text = typeof config === 'string' ? config : config.text
+        if (text.includes('.receive(')) claims.push(text)
+        return t.pool.query(config as string, values)
+      },
+      connect: () => t.pool.connect(),
+    }
+    const postbox = new Postbox({ pool, schema: t.schema, listenConnectionString: t.url, pollInterval: '1m' })
+    await postbox.listen()
+    let handled = 0
+    const worker = postbox.work(queue, () => void handled++, { concurrency: 10, claimLinger: '50ms' })
+    try {
+      for (let i = 0; i < 40; i++) {
+        await t.postbox.send(queue, { i })
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+      await waitFor('all handled', () => handled === 40, { timeoutMs: 10_000 })
+    } finally {
+      await worker.stop()
+      await postbox.close()
+    }
+    // About one claim per 50 ms of trickle, not one per message or two.
+    expect(claims.length).toBeLessThan(20)
   })
 
   it('retries a thrown error with attempt 2, and dead-letters a NonRetryableError at once', async () => {

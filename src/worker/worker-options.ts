@@ -16,6 +16,12 @@ export interface WorkerOptions {
   /** Acks are flushed in one statement at most this long after a handler finishes; default 2ms. */
   ackDelay?: number | string
   /**
+   * After a claim that emptied the queue but found something, wait this long before claiming
+   * again, so that a steady trickle is claimed in batches rather than a message or two per
+   * statement; default 3ms, 0 claims again at once. An idle worker is woken at once regardless.
+   */
+  claimLinger?: number | string
+  /**
    * Messages claimed ahead of free handlers (their leases kept while they wait), so claims come in
    * batches. Default: about 50 ms of work at the worker's current rate (1 for slow handlers, up to
    * 1000 for fast ones). 0 claims only for free handlers.
@@ -30,6 +36,7 @@ export const workerOptionsSchema = z.strictObject({
   handlerTimeout: positiveDurationMs.optional(),
   pollInterval: positiveDurationMs.optional(),
   ackDelay: durationMs.optional(),
+  claimLinger: durationMs.optional(),
   prefetch: z.number().int().min(0).max(1000).optional(),
 })
 

