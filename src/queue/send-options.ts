@@ -43,7 +43,10 @@ export interface MessageOptions {
   priority?: number
   /** While a message with this key waits or is in flight, sending another returns the first. */
   dedupeKey?: string
-  /** Messages of one group are delivered in order, one at a time. */
+  /**
+   * Messages of one group are delivered in order, one at a time: a message waits while an older
+   * one of its group is waiting, delayed, in flight or waiting for a retry.
+   */
   groupKey?: string
   /** String metadata, for example `traceparent`. */
   headers?: Record<string, string>
