@@ -100,6 +100,8 @@ const CLAIMED_COLUMNS = [
   'floor(extract(epoch FROM claimed_at) * 1000)::float8 AS claimed_ms',
   'floor(extract(epoch FROM available_at) * 1000)::float8 AS available_ms',
 ]
+/** The same columns as NULLs, for the ack row of `ackAndReceive`. */
+const NULL_CLAIMED_COLUMNS = CLAIMED_COLUMNS.map((c) => `NULL AS ${c.split(' AS ').pop() as string}`).join(', ')
 
 export async function receive(db: Executor, s: SchemaName, queue: string, max: number, visibilityTimeoutMs: number | null): Promise<MessageRow[]> {
   const { rows } = await db.query<MessageRow>(
@@ -124,9 +126,8 @@ export async function ackAndReceive(
   max: number,
   visibilityTimeoutMs: number | null,
 ): Promise<{ acked: string[]; rows: MessageRow[] }> {
-  const names = CLAIMED_COLUMNS.map((c) => c.split(' AS ').pop() as string)
   const { rows } = await db.query<MessageRow & { acked: string[] | null }>(
-    `SELECT coalesce(array_agg(a.id), '{}') AS acked, ${names.map((n) => `NULL AS ${n}`).join(', ')}
+    `SELECT coalesce(array_agg(a.id), '{}') AS acked, ${NULL_CLAIMED_COLUMNS}
        FROM ${s.sql}.ack($4::bigint[], $5::uuid[]) AS a(id)
      UNION ALL
      SELECT NULL, ${CLAIMED_COLUMNS.join(', ')} FROM ${s.sql}.receive($1, $2, $3 * interval '1 millisecond')`,

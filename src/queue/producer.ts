@@ -25,8 +25,7 @@ const ITEM_KEYS = new Set(['payload', 'delay', 'availableAt', 'priority', 'dedup
 function isEnvelope(item: unknown): item is BatchItem<unknown> {
   if (typeof item !== 'object' || item === null || !Object.hasOwn(item, 'payload')) return false
   if (Array.isArray(item) || item instanceof Uint8Array) return false
-  const keys = Object.keys(item)
-  return keys.includes('payload') && keys.every((k) => ITEM_KEYS.has(k))
+  return Object.keys(item).every((k) => ITEM_KEYS.has(k))
 }
 
 function validatePayload(ref: QueueRef<unknown>, payload: unknown): unknown {
