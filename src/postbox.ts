@@ -27,8 +27,9 @@ import { z } from 'zod'
 import { Notifier } from './notify/notifier.js'
 import { WakeUps } from './notify/wake-ups.js'
 import type { Handler } from './worker/handler.js'
-import { Worker } from './worker/worker.js'
-import { workerOptionsSchema, type WorkerOptions } from './worker/worker-options.js'
+import type { Worker } from './worker/worker.js'
+import type { WorkerOptions } from './worker/worker-options.js'
+import { WorkerRegistry } from './worker/worker-registry.js'
 
 /** Events of a Postbox: the state of its LISTEN connection. */
 export interface PostboxEvents {
@@ -95,7 +96,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   private readonly pollMs: number
   private readonly notifier: Notifier | undefined
   private readonly wakeUps: WakeUps
-  private readonly workers = new Set<Worker<never, never>>()
+  private readonly workers: WorkerRegistry
   private readonly prepared: boolean
   /** Sends outside a transaction, sharing statements while others are under way (batchSends). */
   private readonly sends: SendCoalescer | undefined
@@ -129,6 +130,8 @@ export class Postbox extends EventEmitter<PostboxEvents> {
       this.notifier.on('lost', (error) => this.emit('notifierLost', error))
     }
     this.wakeUps = new WakeUps(this.db, this.schema, this.notifier, randomUUID(), this.pollMs, this.logger)
+    const workerDeps = { db: this.db, schema: this.schema, wakeUps: this.wakeUps, logger: this.logger }
+    this.workers = new WorkerRegistry(workerDeps, this.pollMs, () => this.notifier?.start())
     this.untrack = trackOpen('postbox', `Postbox(schema ${this.schema.name})`)
   }
 
@@ -226,32 +229,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
    */
   work<P, Tx = pg.PoolClient>(queues: QueueRef<P> | readonly QueueRef<P>[], handler: Handler<P, Tx>, options?: WorkerOptions): Worker<P, Tx> {
     if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
-    const list = Array.isArray(queues) ? (queues as readonly QueueRef<P>[]) : [queues as QueueRef<P>]
-    if (list.length === 0) throw new InvalidOptionsError('work() needs at least one queue')
-    list.forEach(queueNameOf)
-    if (typeof handler !== 'function') throw new InvalidOptionsError('work() needs a handler function')
-    const o = parseOptions(workerOptionsSchema, options, 'worker options')
-    const worker = new Worker<P, Tx>(
-      { db: this.db, schema: this.schema, wakeUps: this.wakeUps, logger: this.logger },
-      list,
-      handler,
-      {
-        concurrency: o.concurrency ?? 1,
-        transactional: o.transactional ?? false,
-        visibilityTimeoutMs: o.visibilityTimeout ?? null,
-        handlerTimeoutMs: o.handlerTimeout ?? null,
-        pollMs: o.pollInterval ?? this.pollMs,
-        ackDelayMs: o.ackDelay ?? 2,
-        claimLingerMs: o.claimLinger ?? 3,
-        prefetch: o.prefetch ?? null,
-      },
-    )
-    const tracked = worker as unknown as Worker<never, never>
-    this.workers.add(tracked)
-    worker.once('stopped', () => this.workers.delete(tracked))
-    this.notifier?.start()
-    worker.start()
-    return worker
+    return this.workers.start(queues, handler, options)
   }
 
   /** Acks one delivery or many (one statement), fenced by their leases; a lost lease throws `LeaseLostError`. */
@@ -285,7 +263,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.closeSignal.abort()
-      await Promise.all([...this.workers].map((worker) => worker.stop()))
+      await this.workers.stopAll()
       await this.sends?.drain() // sends made before close() are written, not cut off
       await this.wakeUps.close().catch(() => {})
       await this.notifier?.stop()

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { durationMs, positiveDurationMs } from '../duration.js'
+import { parseOptions } from '../validation.js'
 
 /** Options of `work()`. */
 export interface WorkerOptions {
@@ -39,6 +40,39 @@ export const workerOptionsSchema = z.strictObject({
   claimLinger: durationMs.optional(),
   prefetch: z.number().int().min(0).max(1000).optional(),
 })
+
+/** Worker options after validation, with their defaults filled in; durations in milliseconds. */
+export interface WorkerSettings {
+  concurrency: number
+  transactional: boolean
+  visibilityTimeoutMs: number | null
+  handlerTimeoutMs: number | null
+  pollMs: number
+  ackDelayMs: number
+  /**
+   * Pause after a claim that emptied the queue. Measured (bench, 10 senders, a worker consuming):
+   * claiming again at once made a claim per few messages; 3 ms cut Postgres CPU per message by
+   * about a fifth and raised the senders' rate from 0.65x to 0.8x of the bare INSERT loop.
+   */
+  claimLingerMs: number
+  /** Messages claimed ahead of free handlers, so claims come in batches; null sizes it by throughput. */
+  prefetch: number | null
+}
+
+/** Validates `work()`'s options (throws `InvalidOptionsError`) and fills in the defaults. */
+export function workerSettings(options: WorkerOptions | undefined, defaultPollMs: number): WorkerSettings {
+  const o = parseOptions(workerOptionsSchema, options, 'worker options')
+  return {
+    concurrency: o.concurrency ?? 1,
+    transactional: o.transactional ?? false,
+    visibilityTimeoutMs: o.visibilityTimeout ?? null,
+    handlerTimeoutMs: o.handlerTimeout ?? null,
+    pollMs: o.pollInterval ?? defaultPollMs,
+    ackDelayMs: o.ackDelay ?? 2,
+    claimLingerMs: o.claimLinger ?? 3,
+    prefetch: o.prefetch ?? null,
+  }
+}
 
 /** Options of `worker.stop()`. */
 export interface StopOptions {
