@@ -131,7 +131,10 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     }
     this.wakeUps = new WakeUps(this.db, this.schema, this.notifier, randomUUID(), this.pollMs, this.logger)
     const workerDeps = { db: this.db, schema: this.schema, wakeUps: this.wakeUps, logger: this.logger }
-    this.workers = new WorkerRegistry(workerDeps, this.pollMs, () => this.notifier?.start())
+    // Transactional handlers hold connections of the pool their transactions run on; postbox can
+    // count them only on a pg pool it knows the size of (not behind a Kysely instance).
+    const handlerPoolSize = o.kysely ? null : this.ownedPool ? (o.poolSize ?? 10) : poolMax(o.pool)
+    this.workers = new WorkerRegistry(workerDeps, handlerPoolSize, this.pollMs, () => this.notifier?.start())
     this.untrack = trackOpen('postbox', `Postbox(schema ${this.schema.name})`)
   }
 
@@ -221,7 +224,8 @@ export class Postbox extends EventEmitter<PostboxEvents> {
    * Runs `handler` for messages of one queue or several. Leases are extended while it runs; a
    * resolved handler acks, a thrown error retries with the queue's backoff (`NonRetryableError`
    * dead-letters at once). With `transactional: true` the handler gets `ctx.tx`, and the ack
-   * commits in that same transaction.
+   * commits in that same transaction; each running handler then holds a pool connection, so the
+   * pool must have room for `concurrency` plus 2 (see {@link WorkerOptions.transactional}).
    *
    * @example
    * const worker = postbox.work('emails', async (message, ctx) => sendEmail(message.payload), { concurrency: 10 })
@@ -278,6 +282,12 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
     return withTypedErrors(executorFor(tx, this.db, { prepared: this.prepared }))
   }
+}
+
+/** The size of a pg Pool (`options.max`), or null for a pool that does not say. */
+function poolMax(pool: unknown): number | null {
+  const max = (pool as { options?: { max?: unknown } } | undefined)?.options?.max
+  return typeof max === 'number' ? max : null
 }
 
 /** The settings of a pg Pool, to open the LISTEN connection with the same credentials. */

@@ -4,9 +4,19 @@ import { parseOptions } from '../validation.js'
 
 /** Options of `work()`. */
 export interface WorkerOptions {
-  /** Handlers running at once; default 1. */
+  /** Handlers running at once; default 1. In transactional mode, see `transactional` for the pool it needs. */
   concurrency?: number
-  /** Run each handler in a transaction with the ack: `ctx.tx` is that transaction. Default false. */
+  /**
+   * Run each handler in a transaction with the ack: `ctx.tx` is that transaction. Default false.
+   *
+   * Each running handler then holds a pool connection from its start to its commit, and 2 more
+   * must stay free for claims and lease renewals: the `concurrency` of all transactional workers
+   * of one Postbox, plus 2, must fit in the pool (`poolSize`, default 10, or your pg Pool's
+   * `max`). Otherwise `work()` throws `InvalidOptionsError` saying how large a pool it needs:
+   * handlers holding every connection would leave claims waiting and leases unrenewed, and a
+   * handler that needs one more connection (a `send` without `tx`) would wait for good. Given a
+   * Kysely instance, postbox cannot see its pool's size: make it `concurrency` plus 2 yourself.
+   */
   transactional?: boolean
   /** Lease per delivery; default the queue's visibility timeout. Leases are extended while a handler runs. */
   visibilityTimeout?: number | string
