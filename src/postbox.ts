@@ -26,7 +26,8 @@ import { parseOptions } from './validation.js'
 import { z } from 'zod'
 import { Notifier } from './notify/notifier.js'
 import { WakeUps } from './notify/wake-ups.js'
-import type { Handler } from './worker/handler.js'
+import type { PgClient } from './db/pg-client.js'
+import type { Handler, TransactionalHandler } from './worker/handler.js'
 import type { Worker } from './worker/worker.js'
 import type { WorkerOptions } from './worker/worker-options.js'
 import { WorkerRegistry } from './worker/worker-registry.js'
@@ -184,9 +185,10 @@ export class Postbox extends EventEmitter<PostboxEvents> {
 
   /**
    * Sends a message. With `tx` it is written in your transaction and exists if and only if that
-   * transaction commits; without, it is committed at once.
+   * transaction commits; without, it is committed at once. For a typed queue (`defineQueue`) the
+   * payload's type is the queue's: it is checked against it, not inferred from it.
    */
-  async send<P>(queue: QueueRef<P>, payload: P, options?: SendOptions): Promise<producer.SendResult> {
+  async send<P>(queue: QueueRef<P>, payload: NoInfer<P>, options?: SendOptions): Promise<producer.SendResult> {
     const { tx, ...rest } = options === undefined ? {} : parseOptions(sendOptionsSchema, options, 'send options')
     if (tx === undefined && this.sends) return this.sends.send(queueNameOf(queue), producer.outgoing(queue, payload, rest))
     return producer.send(this.executor(tx), this.schema, queue, payload, rest)
@@ -196,7 +198,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
    * Sends many messages to one queue in one statement; returns their ids in order. An item is a
    * payload, or `{ payload, delay?, priority?, dedupeKey?, groupKey?, headers?, availableAt? }`.
    */
-  async sendBatch<P>(queue: QueueRef<P>, items: readonly (P | producer.BatchItem<P>)[], options?: { tx?: TransactionLike }): Promise<string[]> {
+  async sendBatch<P>(queue: QueueRef<P>, items: readonly NoInfer<P | producer.BatchItem<P>>[], options?: { tx?: TransactionLike }): Promise<string[]> {
     const { tx } = parseOptions(batchOptionsSchema, options, 'sendBatch options')
     return producer.sendBatch(this.executor(tx), this.schema, queue, items)
   }
@@ -231,9 +233,12 @@ export class Postbox extends EventEmitter<PostboxEvents> {
    * const worker = postbox.work('emails', async (message, ctx) => sendEmail(message.payload), { concurrency: 10 })
    * await worker.stop()
    */
-  work<P, Tx = pg.PoolClient>(queues: QueueRef<P> | readonly QueueRef<P>[], handler: Handler<P, Tx>, options?: WorkerOptions): Worker<P, Tx> {
+  work<P, Tx = PgClient>(queues: QueueRef<P> | readonly QueueRef<P>[], handler: TransactionalHandler<P, Tx>, options: WorkerOptions & { transactional: true }): Worker<P, Tx>
+  work<P, Tx = PgClient>(queues: QueueRef<P> | readonly QueueRef<P>[], handler: Handler<P, Tx>, options?: WorkerOptions): Worker<P, Tx>
+  work<P, Tx>(queues: QueueRef<P> | readonly QueueRef<P>[], handler: Handler<P, Tx> | TransactionalHandler<P, Tx>, options?: WorkerOptions): Worker<P, Tx> {
     if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
-    return this.workers.start(queues, handler, options)
+    // A transactional handler always gets its `tx`, so it is a Handler whose context has one.
+    return this.workers.start(queues, handler as Handler<P, Tx>, options)
   }
 
   /** Acks one delivery or many (one statement), fenced by their leases; a lost lease throws `LeaseLostError`. */

@@ -37,7 +37,7 @@ async function freshQueues(postbox: Postbox): Promise<{ queue: string; audit: st
 /** Starts the greedy transactional worker and records what becomes of its messages. */
 function greedyWorker(postbox: Postbox, queues: { queue: string; audit: string }, concurrency: number) {
   const worker = postbox.work(queues.queue, async (message, ctx) => {
-    await ctx.tx?.query(`INSERT INTO "${t.schema}".effects (id, attempt) VALUES ($1, $2)`, [message.id, message.attempt])
+    await ctx.tx.query(`INSERT INTO "${t.schema}".effects (id, attempt) VALUES ($1, $2)`, [message.id, message.attempt])
     await postbox.send(queues.audit, { about: message.id }) // outside the transaction: a connection of its own
     await sleep(HOLD_MS) // past the lease: the lease keeper must renew it meanwhile
   }, { transactional: true, concurrency })
