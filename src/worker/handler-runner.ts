@@ -115,8 +115,8 @@ export class HandlerRunner<D, H extends Hold> {
     return this.completions.perSecond()
   }
 
-  /** Starts the handler of a claimed delivery, taking a slot. */
-  start(delivery: D, hold: H): void {
+  /** Starts the handler of a claimed delivery, taking a slot; the run's `done` settles when it is over. */
+  start(delivery: D, hold: H): Run<D, H> {
     const run = new Run(this, delivery, hold)
     this.taken++
     this.running.add(run)
@@ -126,6 +126,7 @@ export class HandlerRunner<D, H extends Hold> {
       this.running.delete(run)
       this.vacate(run)
     })
+    return run
   }
 
   /** Aborts the run holding `hold` with `reason`, its result to be dropped; false when none does. */
