@@ -36,7 +36,8 @@ export interface RunnerOptions<D, H extends Hold> {
   readonly completer: Completer<D>
   /** Calls the user's handler for a run; `tx` is the completer's transaction handle, if any. */
   invoke(run: Run<D, H>, tx: unknown): unknown
-  emit<K extends keyof RunEvents<D>>(event: K, ...args: RunEvents<D>[K]): void
+  /** Where the runner's events go: the worker itself, which emits them as its own. */
+  readonly events: { emit<K extends keyof RunEvents<D>>(event: K, ...args: RunEvents<D>[K]): unknown }
   /** Reports a failure of the runner itself, such as a failed run that could not be recorded. */
   report(error: unknown): void
   /** Stops keeping a run's hold: its handler is done. */
@@ -48,8 +49,8 @@ export interface RunnerOptions<D, H extends Hold> {
 /** One handler run: the delivery, its hold, its abort signal, and where it stands. */
 export class Run<D, H extends Hold> implements HandlerRun<D>, Held<D, H> {
   readonly controller = new LazyAbort()
-  /** Settles when the run is over: completed, failed and recorded, or dropped. */
-  done: Promise<void> = Promise.resolve()
+  /** Settles when the run is over: completed, failed and recorded, or dropped. Set by `start`. */
+  done!: Promise<void>
   /** Set when the hold was lost while the handler ran: its result is dropped. */
   lost = false
   /** Set when a stop gave the delivery back: its result is dropped. */
@@ -120,7 +121,7 @@ export class HandlerRunner<D, H extends Hold> {
     const run = new Run(this, delivery, hold)
     this.taken++
     this.running.add(run)
-    this.o.emit('received', delivery)
+    this.o.events.emit('received', delivery)
     run.done = this.handle(run).finally(() => {
       this.o.unhold(hold)
       this.running.delete(run)
@@ -173,10 +174,10 @@ export class HandlerRunner<D, H extends Hold> {
     try {
       await this.o.completer.complete(run)
       this.completions.record()
-      this.o.emit('completed', run.delivery, { durationMs: Date.now() - started })
+      this.o.events.emit('completed', run.delivery, { durationMs: Date.now() - started })
     } catch (error) {
       if (error instanceof LeaseLostError || run.lost) {
-        if (!run.released) this.o.emit('leaseLost', run.delivery)
+        if (!run.released) this.o.events.emit('leaseLost', run.delivery)
         return
       }
       if (run.released) return
@@ -194,13 +195,13 @@ export class HandlerRunner<D, H extends Hold> {
   }
 
   private async fail(delivery: D, error: unknown): Promise<void> {
-    this.o.emit('failed', delivery, error)
+    this.o.events.emit('failed', delivery, error)
     const outcome = await this.o.completer.fail(delivery, error).catch((failError: unknown) => {
       this.o.report(failError)
       return 'unknown' as const
     })
-    if (outcome === null) this.o.emit('leaseLost', delivery)
-    else if (outcome === 'retried') this.o.emit('retried', delivery, error)
-    else if (outcome !== 'unknown') this.o.emit('deadLettered', delivery, error)
+    if (outcome === null) this.o.events.emit('leaseLost', delivery)
+    else if (outcome === 'retried') this.o.events.emit('retried', delivery, error)
+    else if (outcome !== 'unknown') this.o.events.emit('deadLettered', delivery, error)
   }
 }

@@ -13,7 +13,7 @@ import { AckBatcher } from './ack-batcher.js'
 import { ClaimLoop } from './claim-loop.js'
 import { ConsumerLifecycle } from './consumer-lifecycle.js'
 import type { Handler, HandlerContext } from './handler.js'
-import { HandlerRunner, type Held, type Run } from './handler-runner.js'
+import { HandlerRunner, type Held, type Run, type RunnerOptions } from './handler-runner.js'
 import { LeaseKeeper, type HeldLease } from './lease-keeper.js'
 import { TransactionalAck } from './transactional-ack.js'
 import type { WorkerEvents } from './worker-events.js'
@@ -54,8 +54,6 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     const { db, schema } = deps
     this.names = queues.map(queueNameOf)
     const report = (error: unknown) => this.report(error)
-    // The runner's events are the worker's, under the same names; only their payload type is narrower.
-    const events = this as unknown as { emit(event: string, ...args: unknown[]): boolean }
     this.keeper = new LeaseKeeper(db, schema, report)
     const acks = settings.transactional ? undefined : new AckBatcher(db, schema, settings.ackDelayMs)
     const completer = acks ?? new TransactionalAck(db, schema)
@@ -64,7 +62,8 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       handlerTimeoutMs: settings.handlerTimeoutMs,
       completer,
       invoke: (run, tx) => handler(run.delivery, this.context(run, tx)),
-      emit: (event, ...args) => events.emit(event, ...args),
+      // The runner's events are the worker's, under the same names, for messages of this worker's type.
+      events: this as unknown as RunnerOptions<Message<P>, HeldLease>['events'],
       report,
       unhold: (held) => this.keeper.remove(held),
       vacated: () => this.claims.vacated(),
