@@ -68,7 +68,8 @@ async function producer(): Promise<void> {
 async function consumer(): Promise<void> {
   const transactional = env.SOAK_TRANSACTIONAL === '1'
   const concurrency = Number(env.SOAK_CONCURRENCY ?? 10)
-  const postbox = new Postbox({ connectionString: url, schema, poolSize: 4, pollInterval: '1s' })
+  // A transactional handler holds a connection until it commits, and claims and renewals need 2 more.
+  const postbox = new Postbox({ connectionString: url, schema, poolSize: transactional ? concurrency + 2 : 4, pollInterval: '1s' })
   const effects = transactional ? undefined : new pg.Pool({ connectionString: url, max: concurrency })
   effects?.on('error', () => {})
   const insert = `INSERT INTO "${schema}".ledger_handled (id, attempt, pid, transactional) VALUES ($1, $2, $3, $4)`

@@ -40,7 +40,7 @@ try {
 
   const worker = postbox.work<{ orderId: string }, Transaction<Database>>('order-placed', async (message, { tx }) => {
     // transactional: true, so this update commits with the ack, or neither does.
-    await tx!.updateTable('orders').set({ status: 'confirmed' }).where('id', '=', message.payload.orderId).execute()
+    await tx.updateTable('orders').set({ status: 'confirmed' }).where('id', '=', message.payload.orderId).execute()
   }, { transactional: true })
   await new Promise((resolve) => worker.once('completed', resolve))
   await worker.stop({ timeout: '5s' })

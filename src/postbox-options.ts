@@ -13,7 +13,10 @@ export interface PostboxOptions {
   kysely?: KyselyDatabaseLike
   /** The schema postbox lives in; default `postbox`. */
   schema?: string
-  /** Size of the pool postbox creates from `connectionString`; default 10. */
+  /**
+   * Size of the pool postbox creates from `connectionString`; default 10. Transactional workers
+   * hold one connection per running handler and need 2 more (see `WorkerOptions.transactional`).
+   */
   poolSize?: number
   /**
    * A connection string for the one LISTEN connection, when the pool goes through PgBouncer in

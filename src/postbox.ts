@@ -26,9 +26,11 @@ import { parseOptions } from './validation.js'
 import { z } from 'zod'
 import { Notifier } from './notify/notifier.js'
 import { WakeUps } from './notify/wake-ups.js'
-import type { Handler } from './worker/handler.js'
-import { Worker } from './worker/worker.js'
-import { workerOptionsSchema, type WorkerOptions } from './worker/worker-options.js'
+import type { PgClient } from './db/pg-client.js'
+import type { Handler, TransactionalHandler } from './worker/handler.js'
+import type { Worker } from './worker/worker.js'
+import type { WorkerOptions } from './worker/worker-options.js'
+import { WorkerRegistry } from './worker/worker-registry.js'
 
 /** Events of a Postbox: the state of its LISTEN connection. */
 export interface PostboxEvents {
@@ -95,7 +97,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   private readonly pollMs: number
   private readonly notifier: Notifier | undefined
   private readonly wakeUps: WakeUps
-  private readonly workers = new Set<Worker<never, never>>()
+  private readonly workers: WorkerRegistry
   private readonly prepared: boolean
   /** Sends outside a transaction, sharing statements while others are under way (batchSends). */
   private readonly sends: SendCoalescer | undefined
@@ -129,6 +131,11 @@ export class Postbox extends EventEmitter<PostboxEvents> {
       this.notifier.on('lost', (error) => this.emit('notifierLost', error))
     }
     this.wakeUps = new WakeUps(this.db, this.schema, this.notifier, randomUUID(), this.pollMs, this.logger)
+    const workerDeps = { db: this.db, schema: this.schema, wakeUps: this.wakeUps, logger: this.logger }
+    // Transactional handlers hold connections of the pool their transactions run on; postbox can
+    // count them only on a pg pool it knows the size of (not behind a Kysely instance).
+    const handlerPoolSize = o.kysely ? null : this.ownedPool ? (o.poolSize ?? 10) : poolMax(o.pool)
+    this.workers = new WorkerRegistry(workerDeps, handlerPoolSize, this.pollMs, () => this.notifier?.start())
     this.untrack = trackOpen('postbox', `Postbox(schema ${this.schema.name})`)
   }
 
@@ -178,9 +185,10 @@ export class Postbox extends EventEmitter<PostboxEvents> {
 
   /**
    * Sends a message. With `tx` it is written in your transaction and exists if and only if that
-   * transaction commits; without, it is committed at once.
+   * transaction commits; without, it is committed at once. For a typed queue (`defineQueue`) the
+   * payload's type is the queue's: it is checked against it, not inferred from it.
    */
-  async send<P>(queue: QueueRef<P>, payload: P, options?: SendOptions): Promise<producer.SendResult> {
+  async send<P>(queue: QueueRef<P>, payload: NoInfer<P>, options?: SendOptions): Promise<producer.SendResult> {
     const { tx, ...rest } = options === undefined ? {} : parseOptions(sendOptionsSchema, options, 'send options')
     if (tx === undefined && this.sends) return this.sends.send(queueNameOf(queue), producer.outgoing(queue, payload, rest))
     return producer.send(this.executor(tx), this.schema, queue, payload, rest)
@@ -190,7 +198,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
    * Sends many messages to one queue in one statement; returns their ids in order. An item is a
    * payload, or `{ payload, delay?, priority?, dedupeKey?, groupKey?, headers?, availableAt? }`.
    */
-  async sendBatch<P>(queue: QueueRef<P>, items: readonly (P | producer.BatchItem<P>)[], options?: { tx?: TransactionLike }): Promise<string[]> {
+  async sendBatch<P>(queue: QueueRef<P>, items: readonly NoInfer<P | producer.BatchItem<P>>[], options?: { tx?: TransactionLike }): Promise<string[]> {
     const { tx } = parseOptions(batchOptionsSchema, options, 'sendBatch options')
     return producer.sendBatch(this.executor(tx), this.schema, queue, items)
   }
@@ -218,40 +226,19 @@ export class Postbox extends EventEmitter<PostboxEvents> {
    * Runs `handler` for messages of one queue or several. Leases are extended while it runs; a
    * resolved handler acks, a thrown error retries with the queue's backoff (`NonRetryableError`
    * dead-letters at once). With `transactional: true` the handler gets `ctx.tx`, and the ack
-   * commits in that same transaction.
+   * commits in that same transaction; each running handler then holds a pool connection, so the
+   * pool must have room for `concurrency` plus 2 (see {@link WorkerOptions.transactional}).
    *
    * @example
    * const worker = postbox.work('emails', async (message, ctx) => sendEmail(message.payload), { concurrency: 10 })
    * await worker.stop()
    */
-  work<P, Tx = pg.PoolClient>(queues: QueueRef<P> | readonly QueueRef<P>[], handler: Handler<P, Tx>, options?: WorkerOptions): Worker<P, Tx> {
+  work<P, Tx = PgClient>(queues: QueueRef<P> | readonly QueueRef<P>[], handler: TransactionalHandler<P, Tx>, options: WorkerOptions & { transactional: true }): Worker<P, Tx>
+  work<P, Tx = PgClient>(queues: QueueRef<P> | readonly QueueRef<P>[], handler: Handler<P, Tx>, options?: WorkerOptions): Worker<P, Tx>
+  work<P, Tx>(queues: QueueRef<P> | readonly QueueRef<P>[], handler: Handler<P, Tx> | TransactionalHandler<P, Tx>, options?: WorkerOptions): Worker<P, Tx> {
     if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
-    const list = Array.isArray(queues) ? (queues as readonly QueueRef<P>[]) : [queues as QueueRef<P>]
-    if (list.length === 0) throw new InvalidOptionsError('work() needs at least one queue')
-    list.forEach(queueNameOf)
-    if (typeof handler !== 'function') throw new InvalidOptionsError('work() needs a handler function')
-    const o = parseOptions(workerOptionsSchema, options, 'worker options')
-    const worker = new Worker<P, Tx>(
-      { db: this.db, schema: this.schema, wakeUps: this.wakeUps, logger: this.logger },
-      list,
-      handler,
-      {
-        concurrency: o.concurrency ?? 1,
-        transactional: o.transactional ?? false,
-        visibilityTimeoutMs: o.visibilityTimeout ?? null,
-        handlerTimeoutMs: o.handlerTimeout ?? null,
-        pollMs: o.pollInterval ?? this.pollMs,
-        ackDelayMs: o.ackDelay ?? 2,
-        claimLingerMs: o.claimLinger ?? 3,
-        prefetch: o.prefetch ?? null,
-      },
-    )
-    const tracked = worker as unknown as Worker<never, never>
-    this.workers.add(tracked)
-    worker.once('stopped', () => this.workers.delete(tracked))
-    this.notifier?.start()
-    worker.start()
-    return worker
+    // A transactional handler always gets its `tx`, so it is a Handler whose context has one.
+    return this.workers.start(queues, handler as Handler<P, Tx>, options)
   }
 
   /** Acks one delivery or many (one statement), fenced by their leases; a lost lease throws `LeaseLostError`. */
@@ -285,7 +272,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.closeSignal.abort()
-      await Promise.all([...this.workers].map((worker) => worker.stop()))
+      await this.workers.stopAll()
       await this.sends?.drain() // sends made before close() are written, not cut off
       await this.wakeUps.close().catch(() => {})
       await this.notifier?.stop()
@@ -300,6 +287,12 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
     return withTypedErrors(executorFor(tx, this.db, { prepared: this.prepared }))
   }
+}
+
+/** The size of a pg Pool (`options.max`), or null for a pool that does not say. */
+function poolMax(pool: unknown): number | null {
+  const max = (pool as { options?: { max?: unknown } } | undefined)?.options?.max
+  return typeof max === 'number' ? max : null
 }
 
 /** The settings of a pg Pool, to open the LISTEN connection with the same credentials. */

@@ -1,7 +1,8 @@
 import { z } from 'zod'
 import type { Executor } from '../db/executor.js'
 import { durationMs, positiveDurationMs } from '../duration.js'
-import { InvalidOptionsError, LeaseLostError } from '../errors.js'
+import { describeError } from '../describe-error.js'
+import { InvalidOptionsError, LeaseLostError, NonRetryableError } from '../errors.js'
 import type { MessageRow } from '../queries/message-row.js'
 import * as m from '../queries/messages.js'
 import type { SchemaName } from '../schema-name.js'
@@ -45,27 +46,6 @@ export const nackOptionsSchema = z.strictObject({
   tx: z.unknown().optional(),
 })
 
-/**
- * How a failure is written down: an Error's name and message (and stack), or the value as text.
- * U+0000 becomes U+FFFD: Postgres text cannot hold it, and a nack must not fail over the wording
- * of an error.
- */
-export function describeError(error: unknown): string | null {
-  if (error === undefined || error === null) return null
-  const text = error instanceof Error
-    ? (error.stack ?? `${error.name}: ${error.message}`)
-    : typeof error === 'string' ? error : (safeJson(error) ?? String(error))
-  return text.replaceAll('\u0000', '\uFFFD')
-}
-
-function safeJson(value: unknown): string | undefined {
-  try {
-    return JSON.stringify(value)
-  } catch {
-    return undefined // circular, or a BigInt: String() will do
-  }
-}
-
 /** Claims ready messages once; see {@link claimedMessages} for typed queues. */
 export async function claim<P>(db: Executor, s: SchemaName, ref: QueueRef<P>, max: number, visibilityTimeoutMs: number | null): Promise<Message<P>[]> {
   return claimedMessages(db, s, ref, await m.receive(db, s, queueNameOf(ref), max, visibilityTimeoutMs))
@@ -104,7 +84,7 @@ function deliveries(input: Delivery | readonly Delivery[]): readonly Delivery[] 
 export async function ack(db: Executor, s: SchemaName, input: Delivery | readonly Delivery[]): Promise<void> {
   const list = deliveries(input)
   if (list.length === 0) return
-  const acked = new Set(await m.ack(db, s, list.map((d) => d.id), list.map((d) => d.lease)))
+  const acked = new Set(await ackDeliveries(db, s, list))
   const lost = list.filter((d) => !acked.has(d.id)).map((d) => d.id)
   if (lost.length > 0) throw new LeaseLostError(lost)
 }
@@ -128,7 +108,52 @@ export async function nack(db: Executor, s: SchemaName, input: Delivery, options
 export async function extend(db: Executor, s: SchemaName, input: Delivery | readonly Delivery[], duration: number | string): Promise<void> {
   const list = deliveries(input)
   const ms = parseOptions(z.object({ duration: positiveDurationMs }), { duration }, 'extend duration').duration
-  const held = new Set(await m.extend(db, s, list.map((d) => d.id), list.map((d) => d.lease), ms))
+  const held = new Set(await extendLeases(db, s, list, ms))
   const lost = list.filter((d) => !held.has(d.id)).map((d) => d.id)
   if (lost.length > 0) throw new LeaseLostError(lost)
+}
+
+// The statements a worker runs for the deliveries it holds. They trust their input (the worker
+// made it) and report per id rather than throw, so that one lost lease does not fail a batch.
+
+/** Acks deliveries fenced by their leases, on the pool or inside a transaction; returns the ids acked. */
+export function ackDeliveries(db: Executor, s: SchemaName, list: readonly Delivery[]): Promise<string[]> {
+  return m.ack(db, s, list.map((d) => d.id), list.map((d) => d.lease))
+}
+
+/**
+ * Acks `acks` and claims up to `max` messages of `ref` in one statement (see `ackAndReceive` in
+ * queries/messages.ts). Returns the ids acked and the claimed rows; {@link claimedMessages} turns
+ * the rows into messages.
+ */
+export function ackAndClaim(
+  db: Executor,
+  s: SchemaName,
+  acks: readonly Delivery[],
+  ref: QueueRef<unknown>,
+  max: number,
+  visibilityTimeoutMs: number | null,
+): Promise<{ acked: string[]; rows: MessageRow[] }> {
+  const ids = acks.map((d) => d.id)
+  const leases = acks.map((d) => d.lease)
+  return m.ackAndReceive(db, s, { ids, leases }, queueNameOf(ref), max, visibilityTimeoutMs)
+}
+
+/**
+ * Records a failed handler run: retried after the queue's backoff, or dead-lettered after its last
+ * attempt or at once for a {@link NonRetryableError}. Null when the lease was lost.
+ */
+export function failDelivery(db: Executor, s: SchemaName, delivery: Delivery, error: unknown): Promise<m.NackOutcome> {
+  const dead = error instanceof NonRetryableError
+  return m.nack(db, s, { id: delivery.id, lease: delivery.lease, delayMs: null, error: describeError(error), dead })
+}
+
+/** Gives deliveries back, visible again at once with their attempt counted; returns the ids released. */
+export function releaseDeliveries(db: Executor, s: SchemaName, list: readonly Delivery[]): Promise<string[]> {
+  return m.release(db, s, list.map((d) => d.id), list.map((d) => d.lease))
+}
+
+/** Extends leases to now + `durationMs`; returns the ids whose lease is still held. */
+export function extendLeases(db: Executor, s: SchemaName, list: readonly Delivery[], durationMs: number): Promise<string[]> {
+  return m.extend(db, s, list.map((d) => d.id), list.map((d) => d.lease), durationMs)
 }

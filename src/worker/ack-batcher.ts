@@ -1,8 +1,11 @@
 import type { Executor } from '../db/executor.js'
-import { ack } from '../queries/messages.js'
-import type { SchemaName } from '../schema-name.js'
+import { LeaseLostError } from '../errors.js'
+import { ackDeliveries, failDelivery } from '../queue/consumer.js'
 import type { Delivery } from '../queue/message.js'
+import type { SchemaName } from '../schema-name.js'
+import type { Completer, FailOutcome, HandlerRun } from './completer.js'
 
+/** An ack waiting to be written, and the handler run waiting to learn how it went. */
 export interface PendingAck {
   delivery: Delivery
   resolve: (acked: boolean) => void
@@ -12,11 +15,13 @@ export interface PendingAck {
 const MAX_BATCH = 500
 
 /**
- * Collects acks of finished handlers and writes them in one fenced statement, at most `delayMs`
- * after the first one arrives (or at once when `MAX_BATCH` are waiting). Each caller learns
- * whether its own delivery was acked or its lease was lost.
+ * The lease-mode {@link Completer}: collects acks of finished handlers and writes them in one
+ * fenced statement, at most `delayMs` after the first one arrives (or at once when `MAX_BATCH`
+ * are waiting). A claim that starts meanwhile carries them instead (`take`, `settle`, `restore`).
+ * Each caller learns whether its own delivery was acked or its lease was lost.
  */
-export class AckBatcher {
+export class AckBatcher implements Completer<Delivery> {
+  readonly holdsConnection = false
   private pending: PendingAck[] = []
   private timer: NodeJS.Timeout | undefined
   private readonly flushes = new Set<Promise<void>>()
@@ -26,6 +31,21 @@ export class AckBatcher {
     private readonly s: SchemaName,
     private readonly delayMs: number,
   ) {}
+
+  /**
+   * Runs the handler; once it resolves, the ack is queued. A delivery lost or given back while its
+   * handler ran is not acked; the slot is free as soon as the handler settles.
+   */
+  async complete(run: HandlerRun<Delivery>): Promise<void> {
+    await run.call(undefined)
+    if (run.abandoned) throw new LeaseLostError([run.delivery.id])
+    run.completing()
+    if (!(await this.ack(run.delivery))) throw new LeaseLostError([run.delivery.id])
+  }
+
+  fail(delivery: Delivery, error: unknown): Promise<FailOutcome> {
+    return failDelivery(this.db, this.s, delivery, error)
+  }
 
   /** Resolves true when acked, false when the lease was lost; rejects when the statement failed. */
   ack(delivery: Delivery): Promise<boolean> {
@@ -37,7 +57,7 @@ export class AckBatcher {
   }
 
   /**
-   * Hands over the acks waiting now, for a claim to carry (see `ackAndReceive`); the caller
+   * Hands over the acks waiting now, for a claim to carry (see `ackAndClaim`); the caller
    * reports the outcome with `settle`, or gives them back with `restore` if its statement failed.
    */
   take(): PendingAck[] {
@@ -73,7 +93,7 @@ export class AckBatcher {
     const batch = this.pending
     if (batch.length === 0) return
     this.pending = []
-    const write = ack(this.db, this.s, batch.map((p) => p.delivery.id), batch.map((p) => p.delivery.lease)).then(
+    const write = ackDeliveries(this.db, this.s, batch.map((p) => p.delivery)).then(
       (ids) => this.settle(batch, ids),
       (error: unknown) => {
         for (const p of batch) p.reject(error)

@@ -1,9 +1,9 @@
 import { sleep, type BackgroundService } from '../background-loop.js'
 import type { Executor } from '../db/executor.js'
-import { extend } from '../queries/messages.js'
+import { extendLeases } from '../queue/consumer.js'
 import type { SchemaName } from '../schema-name.js'
 
-/** A delivery whose lease the keeper extends while its handler runs. */
+/** A delivery whose lease the keeper extends while it waits for a handler and while its handler runs. */
 export interface HeldLease {
   readonly id: string
   readonly lease: string
@@ -73,7 +73,7 @@ export class LeaseKeeper implements BackgroundService {
     const byLength = new Map<number, HeldLease[]>()
     for (const h of due) byLength.set(h.leaseMs, [...(byLength.get(h.leaseMs) ?? []), h])
     for (const [leaseMs, group] of byLength) {
-      const kept = new Set(await extend(this.db, this.s, group.map((h) => h.id), group.map((h) => h.lease), leaseMs))
+      const kept = new Set(await extendLeases(this.db, this.s, group, leaseMs))
       for (const h of group) {
         if (!this.held.has(h) || h.completing) continue
         if (kept.has(h.id)) h.expiresAt = now + leaseMs

@@ -1,5 +1,4 @@
 import { Kysely, PostgresDialect, type Generated } from 'kysely'
-import type { PoolClient } from 'pg'
 import type { Message } from '../../queue/message.js'
 import type { DemoContext, ScenarioResult } from './scenario.js'
 import { scenarioResult, stopWorkers } from './scenario.js'
@@ -57,8 +56,7 @@ export async function ordersScenario(ctx: DemoContext): Promise<ScenarioResult> 
   const workers = [
     postbox.work<OrderWork>('inventory', async (m, c) => {
       // Transactional mode: this update and the ack commit together, or neither does.
-      const tx = c.tx as PoolClient
-      const { rows } = await tx.query<{ on_hand: number }>(
+      const { rows } = await c.tx.query<{ on_hand: number }>(
         `UPDATE ${app.sql}.stock SET on_hand = on_hand - $2 WHERE sku = $1 RETURNING on_hand`, [m.payload.sku, m.payload.quantity])
       say(`${lane('inventory')}${who(m)}: reserved ${m.payload.quantity} x ${m.payload.sku}, ${rows[0]?.on_hand} left`)
     }, { transactional: true, concurrency: 2 }),

@@ -1,5 +1,4 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { PoolClient } from 'pg'
 import type { Worker } from '../../worker/worker.js'
 import type { DemoContext, ScenarioResult } from './scenario.js'
 import { scenarioResult, stopWorkers } from './scenario.js'
@@ -31,7 +30,7 @@ export async function scrapingScenario(ctx: DemoContext): Promise<ScenarioResult
   say(`  finder   queued ${URLS.toLocaleString('en')} URLs in one statement (${(performance.now() - queuedAt).toFixed(0)} ms)`)
 
   const tally = new Tally()
-  const fleet: Worker<{ url: string }, PoolClient>[] = []
+  const fleet: Worker<{ url: string }>[] = []
   const hire = (n: number) => {
     for (let i = 0; i < n; i++) {
       fleet.push(tally.watch(postbox.work<{ url: string }>('scrape', async (m, c) => {
