@@ -9,7 +9,8 @@ export interface TestSchema {
   readonly url: string
   /**
    * A connection string for a session of its own (LISTEN): Postgres directly, also when `url`
-   * goes through a pooler in transaction mode. Every Postbox of `newPostbox()` listens here.
+   * goes through a pooler in transaction mode. A Postbox of `newPostbox()` listens here unless
+   * it is given a connection string or pool of its own.
    */
   readonly listenUrl: string
   readonly schema: string
@@ -38,8 +39,14 @@ export function useTestSchema(options: { migrate?: boolean } = {}): TestSchema {
   const schema = uniqueSchemaName()
   const pool = new pg.Pool({ connectionString: url, max: 20 })
   pool.on('error', () => {}) // tests terminate backends on purpose
+  // LISTEN goes to listenUrl, unless the caller gives a connection of its own, which it then follows.
   const newPostbox = (extra: Partial<PostboxOptions> = {}) =>
-    new Postbox({ connectionString: url, listenConnectionString: listenUrl, schema, ...extra })
+    new Postbox({
+      connectionString: url,
+      ...('connectionString' in extra || 'pool' in extra ? {} : { listenConnectionString: listenUrl }),
+      schema,
+      ...extra,
+    })
   const postbox = newPostbox()
   beforeAll(async () => {
     if (options.migrate !== false) await postbox.migrate()
