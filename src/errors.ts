@@ -72,3 +72,17 @@ export class MigrationError extends PostboxError {
 export class NonRetryableError extends PostboxError {
   override name = 'NonRetryableError'
 }
+
+/**
+ * No throwaway Postgres could be started for the demo, the tests, the benchmark or
+ * `startEmbeddedPostgres()` (the optional dependency is missing, the platform has no binaries,
+ * initdb or the server failed). The message is one line that says why and what to do: point
+ * `DATABASE_URL` at a Postgres you run. `cause` holds the original error.
+ */
+export class EmbeddedPostgresError extends PostboxError {
+  override name = 'EmbeddedPostgresError'
+  constructor(cause: unknown) {
+    const reason = (cause instanceof Error ? cause.message : String(cause)).trim().split('\n')[0]
+    super(`could not start an embedded Postgres (${reason}); set DATABASE_URL to a Postgres server to use instead`, { cause })
+  }
+}

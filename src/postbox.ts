@@ -98,7 +98,6 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   private readonly notifier: Notifier | undefined
   private readonly wakeUps: WakeUps
   private readonly workers: WorkerRegistry
-  private readonly prepared: boolean
   /** Sends outside a transaction, sharing statements while others are under way (batchSends). */
   private readonly sends: SendCoalescer | undefined
 
@@ -113,8 +112,10 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     // An idle client's error (the server restarted) must not crash the app; the pool replaces it.
     this.ownedPool?.on('error', (error) => this.logger.warn({ err: error.message }, 'postbox: idle pool client failed'))
     const pool = (this.ownedPool ?? o.pool) as PgPoolLike | undefined
-    this.prepared = o.preparedStatements ?? true
-    const base = pool ? poolDatabase(pool, { prepared: this.prepared }) : kyselyDatabase(o.kysely as KyselyDatabaseLike)
+    const prepared = o.preparedStatements ?? true
+    const onUnsupported = (error: Error) =>
+      this.logger.warn({ err: error.message }, 'postbox: the pool cannot keep prepared statements (a pooler in transaction mode?); using unnamed statements from now on')
+    const base = pool ? poolDatabase(pool, { prepared, onUnsupported }) : kyselyDatabase(o.kysely as KyselyDatabaseLike)
     const transactions = o.kysely ? kyselyDatabase(o.kysely as KyselyDatabaseLike) : base
     const typed = withTypedErrors(base)
     this.db = {
@@ -285,7 +286,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   protected executor(tx: TransactionLike | undefined): Executor {
     if (tx === undefined) return this.db
     if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
-    return withTypedErrors(executorFor(tx, this.db, { prepared: this.prepared }))
+    return withTypedErrors(executorFor(tx, this.db))
   }
 }
 

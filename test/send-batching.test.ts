@@ -7,13 +7,17 @@ import { useTestSchema } from './support/test-schema.js'
 
 const t = useTestSchema()
 
-/** A Postbox whose pool records every statement's text. */
+/**
+ * A Postbox whose pool records the text of every statement that ran (behind a pooler that
+ * cannot keep prepared statements, the one named statement it refused does not count).
+ */
 function countingPostbox(options: { batchSends?: boolean } = {}) {
   const statements: string[] = []
   const pool = {
-    query: (text: string | { text: string }, values?: unknown[]) => {
+    query: async (text: string | { text: string }, values?: unknown[]) => {
+      const result = await t.pool.query(text as string, values)
       statements.push(typeof text === 'string' ? text : text.text)
-      return t.pool.query(text as string, values)
+      return result
     },
     connect: () => t.pool.connect(),
   }

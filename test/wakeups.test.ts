@@ -37,7 +37,7 @@ describe('wake-ups', () => {
 
   it('senders notify only while a consumer waits', async () => {
     await t.postbox.createQueue('quiet')
-    const listener = new pg.Client({ connectionString: t.url })
+    const listener = new pg.Client({ connectionString: t.listenUrl })
     await listener.connect()
     const heard: string[] = []
     listener.on('notification', (n) => n.payload && heard.push(n.payload))

@@ -16,8 +16,8 @@ export interface ExampleDatabase {
 /**
  * The database an example runs against: `DATABASE_URL` when set, else an embedded Postgres
  * started for this run. Each run gets fresh schemas, so an example never touches anything
- * else in a shared database, and `close()` drops them. The embedded server's own exit hooks are
- * removed so that an example's SIGTERM handling is its own; `close()` (or process exit) stops it.
+ * else in a shared database, and `close()` drops them. The embedded server installs no signal
+ * handlers, so an example's SIGTERM handling is its own; `close()` (or process exit) stops it.
  */
 export async function exampleDatabase(name: string): Promise<ExampleDatabase> {
   const db = await cliDatabase(undefined, true)

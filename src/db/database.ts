@@ -1,6 +1,7 @@
 import type { Executor } from './executor.js'
 import { kyselyExecutor, type KyselyLike } from './kysely-executor.js'
 import { pgExecutor, type PgQueryable } from './pg-executor.js'
+import { preparingExecutor, type PreparingOptions } from './prepared-statements.js'
 
 /**
  * The connection postbox owns or was given: it runs statements and transactions. A transaction
@@ -22,9 +23,13 @@ interface PgClientEvents {
   off(event: 'error', listener: (error: Error) => void): unknown
 }
 
-/** A {@link Database} over a pg Pool: each transaction checks out one client. */
-export function poolDatabase(pool: PgPoolLike, options: { prepared?: boolean } = {}): Database {
-  const executor = pgExecutor(pool, options)
+/**
+ * A {@link Database} over a pg Pool: each transaction checks out one client. With `prepared`,
+ * single statements on the pool are named (see {@link preparingExecutor}); statements inside a
+ * transaction never are.
+ */
+export function poolDatabase(pool: PgPoolLike, options: { prepared?: boolean } & PreparingOptions = {}): Database {
+  const executor = options.prepared ? preparingExecutor(pool, options) : pgExecutor(pool)
   return {
     query: executor.query,
     async transaction(fn) {
@@ -39,7 +44,7 @@ export function poolDatabase(pool: PgPoolLike, options: { prepared?: boolean } =
       client.on('error', lost)
       try {
         await client.query('BEGIN')
-        const result = await fn(pgExecutor(client, options), client)
+        const result = await fn(pgExecutor(client), client)
         await client.query('COMMIT')
         return result
       } catch (error) {

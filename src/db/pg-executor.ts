@@ -9,17 +9,17 @@ export interface PgQueryable {
 }
 
 /**
- * Wraps a pg Pool or client (including one inside the caller's `BEGIN`) as an {@link Executor}.
- * With `prepared` (the default), named statements are prepared once per connection: measured on a
- * send, that saves the parse and plan of every call. Turn it off behind a PgBouncer older than
- * 1.21 in transaction mode, which cannot keep prepared statements.
+ * Wraps a pg Pool or client (including one inside the caller's `BEGIN`) as an {@link Executor}
+ * that runs every statement unnamed: parsed, planned and run in one round trip, which works
+ * through any pooler. Inside a transaction postbox never names a statement: the connection may
+ * go through a pooler that cannot keep prepared statements, and the error would abort the
+ * transaction, the caller's business writes with it. Single statements on postbox's pool are
+ * named by `preparingExecutor` instead.
  */
-export function pgExecutor(target: PgQueryable, { prepared = true }: { prepared?: boolean } = {}): Executor {
+export function pgExecutor(target: PgQueryable): Executor {
   return {
-    async query<R>(text: string, values: readonly unknown[] = [], name?: string): Promise<QueryResult<R>> {
-      const result = name && prepared
-        ? await target.query({ name, text, values: values as unknown[] })
-        : await target.query(text, values as unknown[])
+    async query<R>(text: string, values: readonly unknown[] = []): Promise<QueryResult<R>> {
+      const result = await target.query(text, values as unknown[])
       return { rows: result.rows as R[] }
     },
   }

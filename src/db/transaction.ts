@@ -10,10 +10,13 @@ import { pgExecutor, type PgQueryable } from './pg-executor.js'
  */
 export type TransactionLike = PgQueryable | KyselyLike
 
-/** The executor for `tx` when the caller gave one, else `fallback` (the postbox pool). */
-export function executorFor(tx: TransactionLike | undefined, fallback: Executor, options: { prepared?: boolean } = {}): Executor {
+/**
+ * The executor for `tx` when the caller gave one, else `fallback` (the postbox pool). Statements
+ * on the caller's connection are never named (see `pgExecutor`).
+ */
+export function executorFor(tx: TransactionLike | undefined, fallback: Executor): Executor {
   if (tx === undefined || tx === null) return fallback
   if (isKyselyLike(tx)) return kyselyExecutor(tx)
-  if (typeof (tx as PgQueryable).query === 'function') return pgExecutor(tx as PgQueryable, options)
+  if (typeof (tx as PgQueryable).query === 'function') return pgExecutor(tx as PgQueryable)
   throw new InvalidOptionsError('tx must be a pg client inside BEGIN or a Kysely transaction')
 }

@@ -7,6 +7,12 @@ import type { PostboxOptions } from '../../src/postbox-options.js'
 /** What a test file gets: its own migrated schema, a pool, and a Postbox on it. */
 export interface TestSchema {
   readonly url: string
+  /**
+   * A connection string for a session of its own (LISTEN): Postgres directly, also when `url`
+   * goes through a pooler in transaction mode. A Postbox of `newPostbox()` listens here unless
+   * it is given a connection string or pool of its own.
+   */
+  readonly listenUrl: string
   readonly schema: string
   /** A plain pg pool for the test's own SQL and transactions. */
   readonly pool: pg.Pool
@@ -29,10 +35,18 @@ export function uniqueSchemaName(prefix = 't'): string {
  */
 export function useTestSchema(options: { migrate?: boolean } = {}): TestSchema {
   const url = inject('databaseUrl')
+  const listenUrl = inject('listenUrl')
   const schema = uniqueSchemaName()
   const pool = new pg.Pool({ connectionString: url, max: 20 })
   pool.on('error', () => {}) // tests terminate backends on purpose
-  const newPostbox = (extra: Partial<PostboxOptions> = {}) => new Postbox({ connectionString: url, schema, ...extra })
+  // LISTEN goes to listenUrl, unless the caller gives a connection of its own, which it then follows.
+  const newPostbox = (extra: Partial<PostboxOptions> = {}) =>
+    new Postbox({
+      connectionString: url,
+      ...('connectionString' in extra || 'pool' in extra ? {} : { listenConnectionString: listenUrl }),
+      schema,
+      ...extra,
+    })
   const postbox = newPostbox()
   beforeAll(async () => {
     if (options.migrate !== false) await postbox.migrate()
@@ -44,6 +58,7 @@ export function useTestSchema(options: { migrate?: boolean } = {}): TestSchema {
   })
   return {
     url,
+    listenUrl,
     schema,
     pool,
     postbox,
