@@ -91,6 +91,8 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
   /** Claimed messages waiting for a free handler, oldest first; their leases are kept. */
   private readonly buffer: { message: Message<P>; held: HeldLease }[] = []
   private readonly completions = new ThroughputMeter()
+  /** Ends the fetch loop's idle wait early: a group this worker held was freed (see groupFreed). */
+  private idleWake: AbortController | undefined
 
   constructor(
     private readonly deps: WorkerDeps,
@@ -283,7 +285,10 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
           // The claim emptied the queue: let a trickle gather for the next one (claimLinger).
           if (!this.backlog && this.settings.claimLingerMs > 0) await sleep(this.settings.claimLingerMs, signal)
         } else {
-          const found = await this.deps.wakeUps.wait(this.names, this.settings.pollMs, signal, () => this.claimRound(), idleRounds)
+          this.idleWake = new AbortController()
+          const waking = AbortSignal.any([signal, this.idleWake.signal])
+          const found = await this.deps.wakeUps.wait(this.names, this.settings.pollMs, waking, () => this.claimRound(), idleRounds)
+          this.idleWake = undefined
           idleRounds = found ? 0 : idleRounds + 1
         }
         failures = 0
@@ -422,6 +427,7 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
         if (!(await this.acks.ack(message))) throw new LeaseLostError([message.id])
       }
       this.completions.record()
+      this.groupFreed(message)
       this.emit('completed', message, { durationMs: Date.now() - started })
     } catch (error) {
       if (error instanceof LeaseLostError || entry.lost) {
@@ -456,6 +462,18 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       })
     if (outcome === null) this.emit('leaseLost', message)
     else if (outcome === 'retried') this.emit('retried', message, error)
-    else if (outcome !== 'unknown') this.emit('deadLettered', message, error)
+    else if (outcome !== 'unknown') {
+      this.groupFreed(message)
+      this.emit('deadLettered', message, error)
+    }
+  }
+
+  /**
+   * A grouped message was acked or dead-lettered, so the next message of its group may be
+   * claimed now. No notification says so (only sends notify), so a fetch loop that went idle
+   * because every ready message waited for a group held here would sleep until its next poll.
+   */
+  private groupFreed(message: Message): void {
+    if (message.groupKey !== null) this.idleWake?.abort()
   }
 }
