@@ -49,7 +49,8 @@
 --    grouped message costs one row written by its claim and deleted by its ack.
 --
 -- 3. ack returns whole rows only for queues that keep acked messages in the archive. 0003's header
---    promised this, but 0003 did not change ack: it is done here.
+--    promised this, but 0003 did not change ack: it is done here. ack is plpgsql now, so its plan
+--    is kept for the session instead of being made again on every call (see ack).
 --
 -- 4. create_queue(name, ...) in SQL, with named arguments, the defaults and validation of
 --    createQueue() (the hint of 0001's require_queue named it before it existed).
@@ -237,31 +238,46 @@ END $$;
 -- Acks deliveries, each fenced by its lease: a delivery whose lease was lost (expired and claimed
 -- again) is not acked. Returns the ids that were acked. Queues with a retention period keep the
 -- acked message in messages_archive.
+--
+-- plpgsql now, not SQL: Postgres 15 to 17 plan an SQL function's statement again on every call,
+-- and that planning was most of an ack's cost; plpgsql keeps its plans for the session. Measured
+-- on Postgres 15 (EXPLAIN ANALYZE of ack of 10, one session, 35 alternating runs each, 2 shared
+-- cores): median 0.96 ms before, 0.25 ms now. Messages are deleted first, then group rows, in
+-- separate statements, so an ack never holds a group row while it waits for a message row (which
+-- a claim could hold while it waits for that group row).
 CREATE OR REPLACE FUNCTION {{schema}}.ack(ids bigint[], leases uuid[]) RETURNS SETOF bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 AS $$
-  -- 0005 (from 0001): the whole row comes back only for a queue with an archive; an acked message frees its group.
+-- 0005 (from 0001): plpgsql; whole rows only for a queue with an archive (0003's header promised it); an acked message frees its group.
+DECLARE
+  acked bigint[];
+  freed_ids bigint[];
+  freed_queues text[];
+  freed_keys text[];
+  kept {{schema}}.messages[];
+BEGIN
   WITH done AS (
     DELETE FROM {{schema}}.messages m USING unnest(ids, leases) AS a(id, lease)
     WHERE m.id = a.id AND m.lease = a.lease
     RETURNING m.id, m.queue, m.group_key,
       CASE WHEN EXISTS (SELECT 1 FROM {{schema}}.queues q WHERE q.name = m.queue AND q.retention IS NOT NULL) THEN m END AS kept
-  ), archived AS (
-    INSERT INTO {{schema}}.messages_archive (id, queue, priority, attempt, encoding, payload, body, headers, dedupe_key, group_key, enqueued_at)
-    SELECT (d.kept).id, (d.kept).queue, (d.kept).priority, (d.kept).attempt, (d.kept).encoding, (d.kept).payload,
-           (d.kept).body, (d.kept).headers, (d.kept).dedupe_key, (d.kept).group_key, (d.kept).enqueued_at
-    FROM done d WHERE (d.kept).id IS NOT NULL
-  ), freed AS (
-    -- Postgres runs the data-modifying CTEs that the final SELECT does not read after that SELECT
-    -- has read all of done (the order is not documented, but holds from 15 to 18): every message
-    -- row is deleted before any group row, so an ack never holds a group row while it waits for a
-    -- message row (which a claim could hold while it waits for that group row).
-    DELETE FROM {{schema}}.group_leases l
-    USING (SELECT d.id, d.queue, d.group_key FROM done d WHERE d.group_key IS NOT NULL) g
-    WHERE l.queue = g.queue AND l.group_key = g.group_key AND l.message_id = g.id
   )
-  SELECT d.id FROM done d
-$$;
+  SELECT array_agg(d.id), array_agg(d.id) FILTER (WHERE d.group_key IS NOT NULL),
+         array_agg(d.queue) FILTER (WHERE d.group_key IS NOT NULL), array_agg(d.group_key) FILTER (WHERE d.group_key IS NOT NULL),
+         array_agg(d.kept) FILTER (WHERE (d.kept).id IS NOT NULL)
+  INTO acked, freed_ids, freed_queues, freed_keys, kept
+  FROM done d;
+  IF freed_ids IS NOT NULL THEN
+    DELETE FROM {{schema}}.group_leases l USING unnest(freed_ids, freed_queues, freed_keys) AS f(id, queue, group_key)
+    WHERE l.queue = f.queue AND l.group_key = f.group_key AND l.message_id = f.id;
+  END IF;
+  IF kept IS NOT NULL THEN
+    INSERT INTO {{schema}}.messages_archive (id, queue, priority, attempt, encoding, payload, body, headers, dedupe_key, group_key, enqueued_at)
+    SELECT k.id, k.queue, k.priority, k.attempt, k.encoding, k.payload, k.body, k.headers, k.dedupe_key, k.group_key, k.enqueued_at
+    FROM unnest(kept) k;
+  END IF;
+  RETURN QUERY SELECT a.id FROM unnest(acked) AS a(id);
+END $$;
 
 -- Extends leases by a duration from now. Returns the ids whose lease is still held.
 CREATE OR REPLACE FUNCTION {{schema}}.extend(ids bigint[], leases uuid[], duration interval) RETURNS SETOF bigint
