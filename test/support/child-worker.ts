@@ -62,6 +62,7 @@ export async function startChildWorker(env: Record<string, string>): Promise<Chi
         check()
       }),
   }
-  await worker.next((e) => e.event === 'ready', 30_000)
+  // Generous: tsx compiles the worker on start, which took over 30 s on a 2-core machine shared with other builds.
+  await worker.next((e) => e.event === 'ready', 90_000)
   return worker
 }
