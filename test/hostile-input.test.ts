@@ -185,7 +185,9 @@ describe('hostile input: send options, headers and keys', () => {
         const [m] = await t.postbox.receive('hostile')
         expect({ headers: { ...m?.headers }, dedupeKey: m?.dedupeKey, groupKey: m?.groupKey }).toEqual(o)
       } finally {
-        await t.sql(`DELETE FROM ${s()}.messages WHERE queue = 'hostile'`) // a failed run must not leave its dedupe key behind
+        // A failed run must not leave its dedupe key behind, nor its group held: deleting a
+        // message in flight by hand leaves its group lease until that lease would have run out.
+        await t.sql(`DELETE FROM ${s()}.messages WHERE queue = 'hostile'; DELETE FROM ${s()}.group_leases WHERE queue = 'hostile'`)
       }
     }), RUNS)
   })

@@ -27,13 +27,14 @@ describe('fault: low statement_timeout and idle_in_transaction_session_timeout',
     expect(shown.rows[0]).toEqual({ s: '500ms', i: '300ms' })
 
     await createLedger(t.pool, t.schema)
-    // Handlers of 1.2 s outlive both timeouts and need one lease extension each. The lease is 2 s:
-    // with 1 s (and 0.8 s handlers) a keeper starved by a loaded machine (load 20-30 on two
-    // cores) was sometimes too late, and a lease that runs out is a redelivery by design.
-    await t.postbox.createQueue('timeouts', { visibilityTimeout: '2s', maxAttempts: 100 })
-    const sent = await sendRecorded(t.postbox, t.pool, t.schema, 'timeouts', Array.from({ length: 40 }, () => ({ sleepMs: 1_200 })))
+    // Handlers of 3 s outlive both timeouts many times over and need one lease extension each,
+    // due at half the 5 s lease. With 1 s leases (and 0.8 s handlers), then 2 s (and 1.2 s), a
+    // lease keeper starved by a loaded machine (load 15-30 on two cores, the suite's files in
+    // parallel) was now and then too late, and a lease that runs out is a redelivery by design.
+    await t.postbox.createQueue('timeouts', { visibilityTimeout: '5s', maxAttempts: 100 })
+    const sent = await sendRecorded(t.postbox, t.pool, t.schema, 'timeouts', Array.from({ length: 40 }, () => ({ sleepMs: 3_000 })))
     const env = {
-      DATABASE_URL: url, SCHEMA: t.schema, QUEUE: 'timeouts', HANDLER: 'ledger', CONCURRENCY: '10', VISIBILITY_TIMEOUT: '2s',
+      DATABASE_URL: url, SCHEMA: t.schema, QUEUE: 'timeouts', HANDLER: 'ledger', CONCURRENCY: '10', VISIBILITY_TIMEOUT: '5s',
     }
     // Two competing worker processes.
     const workers = await Promise.all([startChildWorker(env), startChildWorker(env)])
