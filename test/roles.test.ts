@@ -36,6 +36,24 @@ async function asRole(role: string, text: string, values: unknown[] = []): Promi
 /** A Postbox whose every connection (pool and LISTEN) runs as the role. */
 const postboxAs = (role: string): Postbox => t.newPostbox({ connectionString: withSessionSettings(t.url, { role }), pollInterval: '200ms' })
 
+/** Everything the three roles are and hold in the schema, as sorted lines. */
+async function privileges(): Promise<{ roles: string[]; tables: string[]; columns: string[]; functions: string[]; other: string[] }> {
+  const names = Object.values(roles)
+  const lines = async (text: string) => (await t.sql<{ line: string }>(text, [names, t.schema])).map((r) => r.line)
+  return {
+    roles: await lines(`SELECT format('%s login=%s super=%s inherit=%s', rolname, rolcanlogin, rolsuper, rolinherit) AS line
+                        FROM pg_roles WHERE rolname = ANY ($1) AND $2::text IS NOT NULL ORDER BY 1`),
+    tables: await lines(`SELECT format('%s %s %s', grantee, privilege_type, table_name) AS line FROM information_schema.role_table_grants
+                         WHERE grantee = ANY ($1) AND table_schema = $2 ORDER BY 1`),
+    columns: await lines(`SELECT format('%s %s %s.%s', grantee, privilege_type, table_name, column_name) AS line FROM information_schema.column_privileges
+                          WHERE grantee = ANY ($1) AND table_schema = $2 ORDER BY 1`),
+    functions: await lines(`SELECT format('%s %s %s', grantee, privilege_type, routine_name) AS line FROM information_schema.role_routine_grants
+                            WHERE grantee = ANY ($1) AND routine_schema = $2 ORDER BY 1`),
+    other: await lines(`SELECT format('%s %s %s', grantee, privilege_type, object_name) AS line FROM information_schema.usage_privileges
+                        WHERE grantee = ANY ($1) AND object_schema = $2 ORDER BY 1`),
+  }
+}
+
 const codeOf = (call: Promise<unknown>) => call.then(() => 'ok', (error: { code?: string }) => error.code ?? String(error))
 
 beforeAll(async () => {
@@ -65,8 +83,18 @@ describe('postbox roles: the SQL', () => {
   })
 
   it('is idempotent: applying it again changes nothing and fails nothing', async () => {
+    const before = await privileges()
     await t.sql(rolesSql(schemaName(t.schema), prefix))
     await t.sql(rolesSql(schemaName(t.schema), prefix))
+    const after = await privileges()
+    expect(after).toEqual(before)
+    // And it is a real picture: each role holds grants of every kind it should.
+    for (const role of Object.values(roles)) {
+      expect(before.tables.filter((g) => g.startsWith(`${role} `)), role).not.toEqual([])
+      expect(before.functions.filter((g) => g.startsWith(`${role} `)), role).not.toEqual([])
+    }
+    expect(before.columns.filter((g) => g.startsWith(`${roles.producer} `))).toContain(`${roles.producer} INSERT messages.payload`)
+    expect(before.roles).toHaveLength(3)
   })
 
   it('leaves nothing to PUBLIC, and every SECURITY DEFINER function (if any) pins its search_path', async () => {
@@ -153,8 +181,11 @@ describe('producer', () => {
       ['truncate', `TRUNCATE ${s}.messages`],
       ['redrive', `SELECT ${s}.redrive('jobs.dead')`],
       ['create a queue', `INSERT INTO ${s}.queues (name) VALUES ('mine')`],
+      ['create a queue with SQL', `SELECT ${s}.create_queue('mine')`],
       ['change a queue', `UPDATE ${s}.queues SET max_attempts = 1`],
       ['delete a queue', `DELETE FROM ${s}.queues WHERE name = 'jobs'`],
+      ['read group leases', `SELECT * FROM ${s}.group_leases`],
+      ['take a group lease', `INSERT INTO ${s}.group_leases VALUES ('jobs', 'g', 1, now())`],
       ['alter a table', `ALTER TABLE ${s}.queues ADD COLUMN x int`],
       ['create in the schema', `CREATE TABLE ${s}.mine (x int)`],
     ]
@@ -195,6 +226,17 @@ describe('consumer', () => {
       await worker.stop()
       expect(handled.sort()).toEqual([2, 3, 4])
       expect(ids).toHaveLength(4)
+      // Grouped messages: the claim takes group leases, extend moves them, ack and nack free them.
+      await t.postbox.sendBatch('jobs', ['g1', 'g2', 'g3'].map((payload) => ({ payload, groupKey: 'g' })))
+      const [g1] = await consumer.receive('jobs', { max: 10 })
+      expect(g1!.payload).toBe('g1')
+      await consumer.extend(g1!, '1m')
+      await consumer.ack(g1!)
+      const [g2] = await consumer.receive('jobs', { max: 10 })
+      expect(await consumer.nack(g2!, { deadLetter: true })).toBe('dead')
+      const [g3] = await consumer.receive('jobs', { max: 10 })
+      expect(g3!.payload).toBe('g3')
+      await consumer.ack(g3!)
     } finally {
       await consumer.close()
     }
@@ -206,6 +248,7 @@ describe('consumer', () => {
       ['send with SQL', `SELECT ${s}.send('jobs', '{}')`],
       ['insert a message', `INSERT INTO ${s}.messages (queue, payload) VALUES ('jobs', '{}')`],
       ['create a queue', `INSERT INTO ${s}.queues (name) VALUES ('mine')`],
+      ['create a queue with SQL', `SELECT ${s}.create_queue('mine')`],
       ['change a queue', `UPDATE ${s}.queues SET max_attempts = 1 WHERE name = 'jobs'`],
       ['delete a queue', `DELETE FROM ${s}.queues WHERE name = 'other'`],
       ['alter the table', `ALTER TABLE ${s}.queues ALTER COLUMN max_attempts SET DEFAULT 1`],
@@ -244,6 +287,8 @@ describe('admin', () => {
     } finally {
       await admin.close()
     }
+    expect((await asRole(roles.admin, `SELECT name, dead_letter FROM ${s}.create_queue('admin-sql', max_attempts => 2)`)).rows)
+      .toEqual([{ name: 'admin-sql', dead_letter: 'admin-sql.dead' }])
     expect(await asRole(roles.admin, `DELETE FROM ${s}.schema_migrations`)).toEqual({ code: DENIED })
     expect(await asRole(roles.admin, `CREATE TABLE ${s}.mine (x int)`)).toEqual({ code: DENIED })
     expect((await asRole(roles.admin, `SELECT version FROM ${s}.schema_migrations`)).rows?.length).toBeGreaterThan(0)

@@ -1,6 +1,7 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { PayloadTooLargeError, Postbox, QueueNotFoundError } from '../src/index.js'
 import { useTestSchema } from './support/test-schema.js'
+import { waitFor } from './support/wait-for.js'
 
 // Concurrent sends outside a transaction share statements (batchSends, the default): each caller
 // still gets its own id, its own duplicate flag and its own refusal.
@@ -102,6 +103,49 @@ describe('sends outside a transaction', () => {
     await postbox.close()
     const results = await Promise.all(sends)
     expect((await stored(results.map((r) => r.id))).size).toBe(300)
+  })
+
+  it('a shared statement that loses a deadlock to a caller\'s transaction is sent again one by one: no caller sees 40P01', async () => {
+    const postbox = t.newPostbox()
+    open = postbox
+    const [holder, blocker] = await Promise.all([t.pool.connect(), t.pool.connect()])
+    try {
+      await holder.query('BEGIN')
+      await blocker.query('BEGIN')
+      const held = await t.postbox.send('together', 'held', { tx: holder, dedupeKey: 'dl:k2' })
+      // Two statements wait for keys the blocker holds, so the next two sends queue up and share one.
+      await t.postbox.send('together', 'a', { tx: blocker, dedupeKey: 'dl:a' })
+      await t.postbox.send('together', 'b', { tx: blocker, dedupeKey: 'dl:b' })
+      const blocked = [postbox.send('together', 'a', { dedupeKey: 'dl:a' }), postbox.send('together', 'b', { dedupeKey: 'dl:b' })]
+      const waitingOn = async (what: string, n: number) => waitFor(what, async () => {
+        const [row] = await t.sql<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%send_batch%'`, [t.schema])
+        const [one] = await t.sql<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%send_message%'`, [t.schema])
+        return row!.n + one!.n >= n
+      })
+      await waitingOn('the two statements blocked', 2)
+      const shared = [postbox.send('together', 'k1', { dedupeKey: 'dl:k1' }), postbox.send('together', 'k2', { dedupeKey: 'dl:k2' })]
+      await blocker.query('COMMIT')
+      // The shared statement takes dl:k1, then waits for dl:k2, which the holder has...
+      await waitFor('the shared statement waiting for dl:k2', async () => {
+        const [row] = await t.sql<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%send_batch%'`, [t.schema])
+        return row!.n === 1
+      })
+      // ...and the holder now wants dl:k1: a deadlock, found by the statement that waited first.
+      const late = t.postbox.send('together', 'held too', { tx: holder, dedupeKey: 'dl:k1' })
+      const first = await late
+      await holder.query('COMMIT')
+      const results = await Promise.all([...blocked, ...shared])
+      expect(results.every((r) => r.duplicate)).toBe(true)
+      expect(results.slice(2).map((r) => r.id)).toEqual([first.id, held.id])
+    } finally {
+      await holder.query('ROLLBACK').catch(() => {})
+      await blocker.query('ROLLBACK').catch(() => {})
+      holder.release()
+      blocker.release()
+    }
   })
 
   it('batchSends: false sends one statement per message', async () => {

@@ -91,11 +91,12 @@ export async function countMessages(db: Executor, s: SchemaName, name: string): 
   return rows[0]?.count ?? 0
 }
 
-/** Deletes a queue with its messages, archive and waiters. */
+/** Deletes a queue with its messages, archive, group leases and waiters. */
 export async function deleteQueue(db: Executor, s: SchemaName, name: string): Promise<void> {
   await db.query(
     `WITH m AS (DELETE FROM ${s.sql}.messages WHERE queue = $1),
           a AS (DELETE FROM ${s.sql}.messages_archive WHERE queue = $1),
+          g AS (DELETE FROM ${s.sql}.group_leases WHERE queue = $1),
           w AS (DELETE FROM ${s.sql}.waiters WHERE queue = $1)
      DELETE FROM ${s.sql}.queues WHERE name = $1`,
     [name],

@@ -44,8 +44,10 @@ export interface MessageOptions {
   /** While a message with this key waits or is in flight, sending another returns the first. */
   dedupeKey?: string
   /**
-   * Messages of one group are delivered in order, one at a time: a message waits while an older
-   * one of its group is waiting, delayed, in flight or waiting for a retry.
+   * Messages of one group are delivered one at a time, across every consumer: a message waits
+   * while another of its group is in flight or waiting for a retry, and while an older one is
+   * waiting. The order is by id among messages committed when the claim runs; one whose
+   * transaction commits after younger ones of its group were claimed goes after them.
    */
   groupKey?: string
   /** String metadata, for example `traceparent`. */

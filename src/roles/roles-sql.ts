@@ -43,7 +43,8 @@ export const PRODUCER_FUNCTIONS = [
 
 /** Functions the consumer may execute, by name (any signature), with the helpers they call. */
 export const CONSUMER_FUNCTIONS = [
-  'receive', 'ack', 'nack', 'extend', 'release', 'dead_letter', 'retry_delay', 'require_queue', 'assert_queue_name', 'wake_key',
+  'receive', 'claim_groups', 'ack', 'nack', 'extend', 'release', 'dead_letter', 'retry_delay', 'require_queue', 'assert_queue_name',
+  'wake_key',
 ] as const
 
 const ident = (name: string) => `"${name}"` // names are validated: plain lower-case identifiers
@@ -101,19 +102,22 @@ GRANT USAGE ON SCHEMA ${s} TO ${ident(r.producer)}, ${ident(r.consumer)}, ${iden
 
 -- Producer: send, send_batch and the SQL send(). It reads queue settings (limits), inserts
 -- messages, reads back only the id (and queue and dedupe key, for deduplication), never a
--- payload, and marks waiting consumers notified. No receive, ack, update or delete.
+-- payload, and marks waiting consumers notified. No receive, ack, update or delete. A batch with
+-- dedupe keys draws its ids first (to keep its order) and inserts them: the id column and the
+-- sequence.
 GRANT SELECT ON ${s}.queues TO ${ident(r.producer)};
-GRANT INSERT (queue, priority, available_at, encoding, payload, body, headers, dedupe_key, group_key) ON ${s}.messages TO ${ident(r.producer)};
+GRANT INSERT (id, queue, priority, available_at, encoding, payload, body, headers, dedupe_key, group_key) ON ${s}.messages TO ${ident(r.producer)};
 GRANT SELECT (id, queue, dedupe_key) ON ${s}.messages TO ${ident(r.producer)};
+GRANT USAGE ON SEQUENCE ${s}.messages_id_seq TO ${ident(r.producer)};
 GRANT SELECT, UPDATE (notified) ON ${s}.waiters TO ${ident(r.producer)};
 ${grantFunctions(schema, PRODUCER_FUNCTIONS, r.producer)}
 
--- Consumer: receive, ack, nack, extend, release, the wake-up registry, and reading messages and
--- queue statistics. It cannot send, and cannot create, change or delete queues.
+-- Consumer: receive, ack, nack, extend, release, the wake-up registry, group leases, and reading
+-- messages and queue statistics. It cannot send, and cannot create, change or delete queues.
 GRANT SELECT ON ${s}.queues, ${s}.queue_stats TO ${ident(r.consumer)};
 GRANT SELECT, UPDATE, DELETE ON ${s}.messages TO ${ident(r.consumer)};
 GRANT INSERT ON ${s}.messages_archive TO ${ident(r.consumer)};
-GRANT SELECT, INSERT, UPDATE, DELETE ON ${s}.waiters TO ${ident(r.consumer)};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ${s}.waiters, ${s}.group_leases TO ${ident(r.consumer)};
 ${grantFunctions(schema, CONSUMER_FUNCTIONS, r.consumer)}
 
 -- Admin: every table and function of the schema, but not the migration record (migrations run

@@ -54,6 +54,8 @@ export class ClaimLoop<P> {
   /** Claimed messages waiting for a free handler, oldest first; their leases are kept. */
   private readonly buffer: Held<Message<P>, HeldLease>[] = []
   private readonly names: readonly string[]
+  /** Ends the loop's idle wait early: a group this worker held was freed (see groupFreed). */
+  private idleWake: AbortController | undefined
 
   constructor(private readonly o: ClaimLoopOptions<P>) {
     this.names = o.queues.map(queueNameOf)
@@ -180,7 +182,10 @@ export class ClaimLoop<P> {
           // The claim emptied the queue: let a trickle gather for the next one (claimLinger).
           if (!this.backlog && this.o.settings.claimLingerMs > 0) await sleep(this.o.settings.claimLingerMs, signal)
         } else {
-          const found = await this.o.wakeUps.wait(this.names, this.o.settings.pollMs, signal, () => this.claimRound(), idleRounds)
+          this.idleWake = new AbortController()
+          const waking = AbortSignal.any([signal, this.idleWake.signal])
+          const found = await this.o.wakeUps.wait(this.names, this.o.settings.pollMs, waking, () => this.claimRound(), idleRounds)
+          this.idleWake = undefined
           idleRounds = found ? 0 : idleRounds + 1
         }
         failures = 0
@@ -241,5 +246,15 @@ export class ClaimLoop<P> {
     }
     riding?.settle(acks, claimed.acked)
     return claimedMessages(db, schema, ref, claimed.rows)
+  }
+
+  /**
+   * A grouped message was acked or dead-lettered, so the next message of its group may be
+   * claimed now. No notification says so (only sends notify), so a loop that went idle because
+   * every ready message waited for a group held here would sleep until its next poll (200
+   * grouped messages over 8 groups took 6 s that way, about 1 s with this).
+   */
+  groupFreed(): void {
+    this.idleWake?.abort()
   }
 }

@@ -44,6 +44,8 @@ export interface RunnerOptions<D, H extends Hold> {
   unhold(hold: H): void
   /** Says a slot came free, so whatever waits for one can start. */
   vacated(): void
+  /** Says a delivery left for good (completed, or dead-lettered): what it held back may go on. */
+  finished?(delivery: D): void
 }
 
 /** One handler run: the delivery, its hold, its abort signal, and where it stands. */
@@ -174,6 +176,7 @@ export class HandlerRunner<D, H extends Hold> {
     try {
       await this.o.completer.complete(run)
       this.completions.record()
+      this.o.finished?.(run.delivery)
       this.o.events.emit('completed', run.delivery, { durationMs: Date.now() - started })
     } catch (error) {
       if (error instanceof LeaseLostError || run.lost) {
@@ -202,6 +205,9 @@ export class HandlerRunner<D, H extends Hold> {
     })
     if (outcome === null) this.o.events.emit('leaseLost', delivery)
     else if (outcome === 'retried') this.o.events.emit('retried', delivery, error)
-    else if (outcome !== 'unknown') this.o.events.emit('deadLettered', delivery, error)
+    else if (outcome !== 'unknown') {
+      this.o.finished?.(delivery)
+      this.o.events.emit('deadLettered', delivery, error)
+    }
   }
 }

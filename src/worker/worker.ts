@@ -67,6 +67,10 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       report,
       unhold: (held) => this.keeper.remove(held),
       vacated: () => this.claims.vacated(),
+      // An acked or dead-lettered message frees its group, and no notification says so.
+      finished: (message) => {
+        if (message.groupKey !== null) this.claims.groupFreed()
+      },
     })
     this.claims = new ClaimLoop<P>({
       db,

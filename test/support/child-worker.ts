@@ -17,7 +17,7 @@ export interface ChildWorker {
   /** Resolves with the first event (seen or future) that matches. */
   next(match: (e: ChildEvent) => boolean, timeoutMs?: number): Promise<ChildEvent>
   kill(signal?: NodeJS.Signals): void
-  /** Resolves when the process has exited. */
+  /** Resolves when the process has exited and every line it printed has been read. */
   exited: Promise<number | null>
 }
 
@@ -38,7 +38,8 @@ export async function startChildWorker(env: Record<string, string>): Promise<Chi
     }
     for (const wake of [...waiters]) wake()
   })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  // 'close' comes after 'exit' once stdout is drained, so `events` then holds everything printed.
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)))
   const worker: ChildWorker = {
     process: child,
     events,
@@ -61,6 +62,7 @@ export async function startChildWorker(env: Record<string, string>): Promise<Chi
         check()
       }),
   }
-  await worker.next((e) => e.event === 'ready', 30_000)
+  // Generous: tsx compiles the worker on start, which took over 30 s on a 2-core machine shared with other builds.
+  await worker.next((e) => e.event === 'ready', 90_000)
   return worker
 }

@@ -13,14 +13,18 @@ export interface Supervisor {
   stop(): Promise<void>
 }
 
-export async function superviseChildWorker(env: Record<string, string>): Promise<Supervisor> {
+/**
+ * Starts a supervised worker process. `beforeRestart`, if given, runs after a process died and
+ * before its replacement starts (a test counts there what the dead process left behind).
+ */
+export async function superviseChildWorker(env: Record<string, string>, beforeRestart?: (dead: ChildWorker) => Promise<void>): Promise<Supervisor> {
   const children: ChildWorker[] = []
   let running = true
   let respawning: Promise<void> = Promise.resolve()
   const watch = (child: ChildWorker) => {
     void child.exited.then(() => {
       if (!running) return
-      respawning = startChildWorker(env).then((next) => {
+      respawning = (beforeRestart?.(child) ?? Promise.resolve()).then(() => startChildWorker(env)).then((next) => {
         children.push(next)
         watch(next)
       })

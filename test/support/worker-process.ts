@@ -9,10 +9,13 @@
 //            HANG_AFTER_EFFECT=1 hangs after writing the effect (before the ack), so a test can
 //            kill the process there. payload.firstAttemptSleepMs sleeps that long on attempt 1 only. A payload { poison: 'throw' } always throws; { poison: 'crash' }
 //            kills its own process with SIGKILL, as a segfault or the OOM killer would.
+//   groups   records the handling's start and end in <schema>.group_ledger (see group-ledger.ts),
+//            sleeping HANDLER_MS (or payload.sleepMs) in between.
 // Prints one JSON line per event on stdout: {"event":"ready"}, {"event":"started","id":..,"attempt":..},
 // {"event":"effect","id":..}, {"event":"leaseLost","id":..}, {"event":"listening"}, ...
 import pg from 'pg'
 import { Postbox } from '../../src/index.js'
+import { recordHandling } from './group-ledger.js'
 
 const env = process.env
 const schema = env.SCHEMA as string
@@ -26,7 +29,7 @@ const mode = env.HANDLER ?? 'ok'
 const transactional = env.TRANSACTIONAL === '1'
 const concurrency = Number(env.CONCURRENCY ?? 5)
 // Lease mode writes its effect on a pool of its own: the handler's own commit, before the ack.
-const effects = mode === 'ledger' && !transactional ? new pg.Pool({ connectionString: env.DATABASE_URL, max: concurrency }) : undefined
+const effects = (mode === 'ledger' || mode === 'groups') && !transactional ? new pg.Pool({ connectionString: env.DATABASE_URL, max: concurrency }) : undefined
 effects?.on('error', () => {}) // tests terminate backends on purpose
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -43,6 +46,13 @@ const worker = postbox.work<unknown>(
     say('started', { id: message.id, attempt: message.attempt })
     if (mode === 'hang') await new Promise(() => {})
     const payload = (typeof message.payload === 'object' && message.payload !== null ? message.payload : {}) as LedgerPayload
+    if (mode === 'groups') {
+      const finish = await recordHandling(effects as pg.Pool, schema, message)
+      await sleep(payload.sleepMs ?? Number(env.HANDLER_MS ?? 0))
+      await finish()
+      say('finished', { id: message.id })
+      return
+    }
     const firstAttempt = message.attempt === 1 ? payload.firstAttemptSleepMs : undefined
     await sleep(firstAttempt ?? payload.sleepMs ?? Number(env.HANDLER_MS ?? 0))
     if (mode === 'ledger') {
