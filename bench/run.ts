@@ -83,10 +83,12 @@ try {
     return query(...a)
   }
   const counted = new Postbox({ pool: countingPool, schema: db.schema })
-  const cost = await scenario.costs(db, { postbox: counted, statements: () => statements })
+  const cost = {
+    ...(await scenario.costs(db, { postbox: counted, statements: () => statements })),
+    ...(await topics.publishCosts(db, { postbox: counted, statements: () => statements })),
+  }
   await counted.close()
   await countingPool.end()
-  Object.assign(cost, await topics.publishCosts(db, { postbox: counted, statements: () => statements }))
   for (const [step, c] of Object.entries(cost)) {
     rows.push({ name: `${step}: WAL bytes per message`, unit: 'B', value: c.walBytesPerMessage })
     rows.push({ name: `${step}: statements per message`, unit: '', value: c.statementsPerMessage })
