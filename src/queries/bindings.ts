@@ -46,6 +46,7 @@ export interface UnroutedRow {
   last_at: Date | null
 }
 
+/** Reads the unrouted_stats view (the sum of the unrouted_counts slots). */
 export async function selectUnroutedStats(db: Executor, s: SchemaName): Promise<UnroutedRow> {
   const { rows } = await db.query<UnroutedRow>(`SELECT count::float8 AS count, last_routing_key, last_at FROM ${s.sql}.unrouted_stats`)
   return rows[0] ?? { count: 0, last_routing_key: null, last_at: null }

@@ -34,6 +34,7 @@ export interface PublishOptions extends MessageOptions {
 
 /** Options of `publishBatch`. */
 export interface PublishBatchOptions {
+  /** A pg client inside `BEGIN`, or a Kysely transaction: the whole batch exists iff it commits. */
   tx?: TransactionLike
   /** When a message matches no binding: `'count'` it (default) or `'error'` (throw, write nothing). */
   unrouted?: Unrouted
