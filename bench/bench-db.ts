@@ -47,3 +47,23 @@ export async function openBenchDb(): Promise<BenchDb> {
     },
   }
 }
+
+/** A Postbox on the bench's schema whose own pool counts the statements it runs, for the cost figures. */
+export function countingPostbox(db: BenchDb): { postbox: Postbox; statements: () => number; close(): Promise<void> } {
+  let statements = 0
+  const pool = new pg.Pool({ connectionString: db.url, max: POOL_SIZE })
+  const query = pool.query.bind(pool) as (...a: unknown[]) => unknown
+  ;(pool as unknown as { query: (...a: unknown[]) => unknown }).query = (...a: unknown[]) => {
+    statements++
+    return query(...a)
+  }
+  const postbox = new Postbox({ pool, schema: db.schema })
+  return {
+    postbox,
+    statements: () => statements,
+    close: async () => {
+      await postbox.close()
+      await pool.end()
+    },
+  }
+}

@@ -189,6 +189,14 @@ async function walSince(db: BenchDb, lsn: string): Promise<number> {
   return Number(row?.bytes)
 }
 
+/** WAL bytes and statements per message of `work`, which handles `count` messages. */
+export async function costOf(db: BenchDb, statements: () => number, count: number, work: () => Promise<void>): Promise<Cost> {
+  const lsn = await walLsn(db)
+  const before = statements()
+  await work()
+  return { walBytesPerMessage: (await walSince(db, lsn)) / count, statementsPerMessage: (statements() - before) / count }
+}
+
 /**
  * WAL bytes and statements per message for send (single), claim (receive of 100) and ack (of
  * 100), each measured over `count` messages on a Postbox whose pool counts statements.
@@ -196,13 +204,7 @@ async function walSince(db: BenchDb, lsn: string): Promise<number> {
 export async function costs(db: BenchDb, counting: { postbox: Postbox; statements: () => number }, count = 2_000): Promise<Record<'send' | 'claim' | 'ack', Cost>> {
   const { postbox } = counting
   await postbox.createQueue('bench-cost')
-  const measure = async (work: () => Promise<void>): Promise<Cost> => {
-    const lsn = await walLsn(db)
-    const before = counting.statements()
-    await work()
-    const statements = counting.statements() - before
-    return { walBytesPerMessage: (await walSince(db, lsn)) / count, statementsPerMessage: statements / count }
-  }
+  const measure = (work: () => Promise<void>) => costOf(db, counting.statements, count, work)
   const send = await measure(async () => {
     for (let i = 0; i < count; i++) await postbox.send('bench-cost', PAYLOAD)
   })

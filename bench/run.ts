@@ -3,14 +3,13 @@
 // concurrency, and prints each figure absolute and as a ratio to its baseline, with the target
 // from DESIGN.md. Writes bench/results/latest.json. Uses DATABASE_URL, else an embedded Postgres.
 import { mkdirSync, writeFileSync } from 'node:fs'
-import pg from 'pg'
 import { parseArgs } from 'node:util'
 import { toMilliseconds } from '../src/duration.js'
-import { Postbox } from '../src/index.js'
-import { openBenchDb, POOL_SIZE } from './bench-db.js'
+import { countingPostbox, openBenchDb, POOL_SIZE } from './bench-db.js'
 import { preloadRaw, rawDrain, rawInsertLoop, rawMultiInsert } from './baselines.js'
 import { percentile, progress } from './measure.js'
 import * as scenario from './postbox-scenarios.js'
+import * as topics from './topic-scenarios.js'
 import { printReport, type Row } from './report.js'
 
 const { values: args } = parseArgs({
@@ -37,6 +36,11 @@ try {
   progress('postbox: sendBatch of 1,000')
   const batch = await scenario.sendBatches(db, runMs)
   rows.push({ name: 'sendBatch of 1,000', unit: 'msg/s', value: batch, baseline: multiInsert, baselineName: '1,000-row INSERT', target: { ratioAtLeast: 0.8 } })
+
+  progress('postbox: publish reaching 10 queues, against sendBatch of 10 to one queue (3 rounds each, alternating)')
+  await topics.bindTopicQueues(db.postbox)
+  const rounds = await topics.publishRounds(db, runMs / 2, 3)
+  rows.push({ name: 'publish reaching 10 queues (median of 3)', unit: 'msg/s', value: rounds.publish, baseline: rounds.sendBatch, baselineName: 'sendBatch of 10, median of 3', target: { ratioAtLeast: 0.7 } })
 
   progress('baseline: raw drain of 20,000 (DELETE … LIMIT 100 SKIP LOCKED)')
   await preloadRaw(db, 20_000)
@@ -69,17 +73,9 @@ try {
   }
 
   progress('postbox: cost per message')
-  let statements = 0
-  const countingPool = new pg.Pool({ connectionString: db.url, max: POOL_SIZE })
-  const query = countingPool.query.bind(countingPool) as (...a: unknown[]) => unknown
-  ;(countingPool as unknown as { query: (...a: unknown[]) => unknown }).query = (...a: unknown[]) => {
-    statements++
-    return query(...a)
-  }
-  const counted = new Postbox({ pool: countingPool, schema: db.schema })
-  const cost = await scenario.costs(db, { postbox: counted, statements: () => statements })
+  const counted = countingPostbox(db)
+  const cost = { ...(await scenario.costs(db, counted)), ...(await topics.publishCosts(db, counted)) }
   await counted.close()
-  await countingPool.end()
   for (const [step, c] of Object.entries(cost)) {
     rows.push({ name: `${step}: WAL bytes per message`, unit: 'B', value: c.walBytesPerMessage })
     rows.push({ name: `${step}: statements per message`, unit: '', value: c.statementsPerMessage })

@@ -86,3 +86,39 @@ export class EmbeddedPostgresError extends PostboxError {
     super(`could not start an embedded Postgres (${reason}); set DATABASE_URL to a Postgres server to use instead`, { cause })
   }
 }
+
+/**
+ * A routing key outside the topic syntax: 1 to 255 bytes of non-empty words of letters, digits,
+ * `_`, `-` and `:`, separated by single dots, with no wildcard (wildcards belong in patterns).
+ */
+export class InvalidRoutingKeyError extends PostboxError {
+  override name = 'InvalidRoutingKeyError'
+}
+
+/**
+ * A binding pattern outside the topic syntax: the words of a routing key, where a word may also
+ * be `*` (exactly one word) or `#` (zero or more words); a wildcard is a whole word (`a.*`, not `a*`).
+ */
+export class InvalidPatternError extends PostboxError {
+  override name = 'InvalidPatternError'
+}
+
+/**
+ * A header filter that is not an object of header names to a string or a non-empty array of
+ * strings, such as `{ region: ['eu', 'us'], tier: 'gold' }`.
+ */
+export class InvalidFilterError extends PostboxError {
+  override name = 'InvalidFilterError'
+}
+
+/**
+ * A publish with `{ unrouted: 'error' }` matched no binding, so nothing was published (and, in
+ * your transaction, the transaction is aborted like after any failed statement). Bind a queue to
+ * a pattern that matches the routing key, or publish with the default `unrouted: 'count'`.
+ */
+export class UnroutableError extends PostboxError {
+  override name = 'UnroutableError'
+  constructor(readonly routingKey: string, message = `no binding matches routing key '${routingKey}': nothing was published`) {
+    super(message)
+  }
+}

@@ -12,6 +12,10 @@ export type { SendOptions, MessageOptions } from './queue/send-options.js'
 export type { SendResult, BatchItem } from './queue/producer.js'
 export type { ReceiveOptions, NackOptions } from './queue/consumer.js'
 export type { TransactionLike } from './db/transaction.js'
+export type { Binding, BindOptions } from './routing/binding-admin.js'
+export type { HeaderFilter } from './routing/header-filter.js'
+export type { PublishOptions, PublishBatchOptions, PublishItem, PublishResult, Unrouted } from './routing/publish-options.js'
+export type { UnroutedStats } from './routing/publisher.js'
 export type { MigrateResult } from './migrate/migrator.js'
 export type { Logger } from './logger.js'
 export type { Duration } from './duration.js'
@@ -26,4 +30,8 @@ export {
   LeaseLostError,
   MigrationError,
   NonRetryableError,
+  InvalidRoutingKeyError,
+  InvalidPatternError,
+  InvalidFilterError,
+  UnroutableError,
 } from './errors.js'

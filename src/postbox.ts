@@ -23,6 +23,9 @@ import { batchOptionsSchema, sendOptionsSchema, type SendOptions } from './queue
 import { assertQueueName } from './queue-name.js'
 import { schemaName, type SchemaName } from './schema-name.js'
 import { parseOptions } from './validation.js'
+import { BindingAdmin, type Binding, type BindOptions } from './routing/binding-admin.js'
+import { publishBatchOptionsSchema, publishOptionsSchema, type PublishBatchOptions, type PublishItem, type PublishOptions, type PublishResult } from './routing/publish-options.js'
+import * as publisher from './routing/publisher.js'
 import { z } from 'zod'
 import { Notifier } from './notify/notifier.js'
 import { WakeUps } from './notify/wake-ups.js'
@@ -91,6 +94,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   protected readonly logger: Logger
   private readonly ownedPool: pg.Pool | undefined
   private readonly queues: QueueAdmin
+  private readonly bindings: BindingAdmin
   private readonly untrack: () => void
   private closing: Promise<void> | undefined
   private readonly closeSignal = new AbortController()
@@ -123,6 +127,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
       transaction: (fn) => transactions.transaction((tx, handle) => fn(withTypedErrors(tx), handle)),
     }
     this.queues = new QueueAdmin(this.db, this.schema)
+    this.bindings = new BindingAdmin(this.db, this.schema)
     this.sends = o.batchSends === false ? undefined : new SendCoalescer(this.db, this.schema, SEND_STATEMENTS_IN_FLIGHT)
     this.pollMs = o.pollInterval ?? 2_000
     const listenConnection = o.listenConnectionString ?? o.connectionString ?? poolConnectionString(o.pool)
@@ -202,6 +207,58 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   async sendBatch<P>(queue: QueueRef<P>, items: readonly NoInfer<P | producer.BatchItem<P>>[], options?: { tx?: TransactionLike }): Promise<string[]> {
     const { tx } = parseOptions(batchOptionsSchema, options, 'sendBatch options')
     return producer.sendBatch(this.executor(tx), this.schema, queue, items)
+  }
+
+  /**
+   * Subscribes a queue to a routing-key pattern (RabbitMQ topic rules: `*` is one word, `#` zero or
+   * more). Idempotent; binding the same queue and pattern again replaces its filter. Returns true
+   * when the binding was created or changed.
+   *
+   * @example
+   * await postbox.bind('audit', 'orders.#', { filter: { region: ['eu', 'us'] } })
+   */
+  bind(queue: QueueRef<unknown>, pattern: string, options?: BindOptions): Promise<boolean> {
+    return this.bindings.bind(queue, pattern, options)
+  }
+
+  /** Removes a binding; returns true when there was one. Deleting a queue removes its bindings. */
+  unbind(queue: QueueRef<unknown>, pattern: string): Promise<boolean> {
+    return this.bindings.unbind(queue, pattern)
+  }
+
+  /** Every binding (or one queue's), by queue then pattern: `[{ queue, pattern, filter }]`. */
+  listBindings(options?: { queue?: string }): Promise<Binding[]> {
+    return this.bindings.list(options)
+  }
+
+  /** The queues a publish with this routing key (and headers) would reach now: a dry run. */
+  matchingQueues(routingKey: string, options?: { headers?: Record<string, string> }): Promise<string[]> {
+    return this.bindings.matchingQueues(routingKey, options)
+  }
+
+  /**
+   * Publishes a message to every queue bound by a matching pattern, one copy per queue, in one
+   * statement: inside `tx` every copy exists if and only if your transaction commits; without, at
+   * once. Returns the queues reached and the id in each. A publish that matches nothing is counted
+   * (`unroutedStats()`), or with `unrouted: 'error'` throws `UnroutableError`.
+   *
+   * @example
+   * const { queues, ids } = await postbox.publish('orders.eu.placed', { orderId: 42 }, { tx, headers: { region: 'eu' } })
+   */
+  async publish(routingKey: string, payload: unknown, options?: PublishOptions): Promise<PublishResult> {
+    const { tx, ...rest } = parseOptions(publishOptionsSchema, options, 'publish options')
+    return publisher.publish(this.executor(tx), this.schema, routingKey, payload, rest)
+  }
+
+  /** Publishes many messages in one statement, each routed by its own key; returns what each reached, in order. */
+  async publishBatch(items: readonly PublishItem[], options?: PublishBatchOptions): Promise<PublishResult[]> {
+    const { tx, unrouted } = parseOptions(publishBatchOptionsSchema, options, 'publishBatch options')
+    return publisher.publishBatch(this.executor(tx), this.schema, items, unrouted)
+  }
+
+  /** How many publishes reached no queue (committed ones), and the latest one's key and time. */
+  unroutedStats(): Promise<publisher.UnroutedStats> {
+    return publisher.unroutedStats(this.db, this.schema)
   }
 
   /**

@@ -3,12 +3,12 @@ import { describe, expect, inject, it } from 'vitest'
 import { runDemo } from '../src/cli/demo.js'
 
 describe('the demo (npm run demo)', () => {
-  it('runs the three scenarios, and its summary counts what happened', async () => {
+  it('runs the four scenarios, and its summary counts what happened', async () => {
     const url = inject('databaseUrl')
     const lines: string[] = []
     const report = await runDemo(url, { say: (line) => lines.push(line) })
     expect(report.interrupted).toBe(false)
-    const [signup, orders, scraping] = report.results
+    const [signup, orders, scraping, events] = report.results
 
     // Sign-up: five committed sign-ups, five emails; the rolled-back one sent nothing.
     expect(signup).toMatchObject({ scenario: 'sign-up welcome email', sent: 5, handled: 5, retried: 0, deadLettered: 0 })
@@ -25,10 +25,21 @@ describe('the demo (npm run demo)', () => {
     expect(scraping).toMatchObject({ scenario: 'scraping fleet', sent: 1000, handled: 1000, retried: 0, deadLettered: 0 })
     expect(lines.some((line) => line.includes('+6 workers joined'))).toBe(true)
 
+    // Order events: five events published once; each reached the queues bound to it (eleven
+    // copies: by pattern, and through the header filters), and the one nobody subscribed to was counted.
+    expect(events).toMatchObject({ scenario: 'order events (topics)', sent: 11, handled: 11, retried: 0, deadLettered: 0 })
+    expect(events?.byQueue['reserve-stock']).toMatchObject({ completed: 3 })
+    expect(events?.byQueue['print-label']).toMatchObject({ completed: 2 })
+    expect(events?.byQueue['screen-fraud']).toMatchObject({ completed: 2 })
+    expect(events?.byQueue['audit-log']).toMatchObject({ completed: 4 })
+    expect(events?.note).toContain('1 unroutable, counted')
+    expect(lines).toContain('  shop          published invoice.us.paid (order 102, invoice, ship) -> no subscriber')
+
     // The summary table prints those counts; the operator SQL ran and shows the dead letter.
     expect(lines).toContainEqual(expect.stringMatching(/^ order processing +\| +15 \| +14 \| +3 \| +1 \|/))
-    expect(lines).toContainEqual(expect.stringMatching(/^ total +\| +1020 \| +1019 \| +3 \| +1 \|/))
+    expect(lines).toContainEqual(expect.stringMatching(/^ total +\| +1031 \| +1030 \| +3 \| +1 \|/))
     expect(lines).toContain(`SELECT * FROM ${report.schema}.queue_stats;`)
+    expect(lines).toContainEqual(expect.stringMatching(/^ screen-fraud +\| order\.\*\.placed +\| \{"payment": \["card", "wallet"\]\}/))
     expect(lines).toContainEqual(expect.stringMatching(/^ fraud-check +\|/))
     expect(lines.some((line) => line.includes('fraud-check.dead') && line.includes("no risk model for country 'Atlantis'"))).toBe(true)
 

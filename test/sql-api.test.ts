@@ -116,7 +116,10 @@ describe('send from SQL', () => {
     expect(rows.map((r) => r.proname)).toEqual(expect.arrayContaining(['send', 'send_message', 'send_batch', 'receive', 'ack', 'nack', 'extend', 'release', 'redrive', 'dead_letter']))
     // The hot path skips SET search_path for speed (see 0001_init.sql); it must then be SECURITY INVOKER.
     const unpinned = rows.filter((r) => !r.pinned)
-    expect(unpinned.map((r) => r.proname).sort()).toEqual(['ack', 'claim_groups', 'message_problem', 'receive', 'send_batch', 'send_message', 'wake', 'wake_key'])
+    expect(unpinned.map((r) => r.proname).sort()).toEqual([
+      'ack', 'claim_groups', 'deliver', 'lock_queues', 'matching_queues', 'message_problem', 'publish_batch', 'publish_message', 'receive',
+      'routing_key_problem', 'send_batch', 'send_message', 'wake', 'wake_key',
+    ])
     expect(unpinned.filter((r) => r.definer)).toEqual([])
     expect(rows.filter((r) => r.public_exec).map((r) => r.proname)).toEqual([])
   })

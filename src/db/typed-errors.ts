@@ -1,10 +1,14 @@
 import {
+  InvalidFilterError,
   InvalidOptionsError,
+  InvalidPatternError,
   InvalidPayloadError,
   InvalidQueueNameError,
+  InvalidRoutingKeyError,
   PayloadTooLargeError,
   QueueNotEmptyError,
   QueueNotFoundError,
+  UnroutableError,
 } from '../errors.js'
 import type { Executor } from './executor.js'
 
@@ -34,6 +38,14 @@ export function typedError(error: unknown): unknown {
       return new InvalidPayloadError(message)
     case 'PBV01':
       return new InvalidOptionsError(message)
+    case 'PBR01':
+      return new InvalidRoutingKeyError(message)
+    case 'PBR02':
+      return new InvalidPatternError(message)
+    case 'PBR03':
+      return new InvalidFilterError(message)
+    case 'PBR04':
+      return new UnroutableError(QUOTED_NAME.exec(e.message)?.[1] ?? '', message)
     case '22P05': // untranslatable character, such as \u0000 in a JSON string
       return new InvalidPayloadError(`payload cannot be stored as JSON: ${e.message}`)
     default:

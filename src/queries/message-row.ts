@@ -15,6 +15,8 @@ export interface MessageRow {
   dedupe_key: string | null
   group_key: string | null
   last_error: string | null
+  /** The routing key of a published message; null for a plain send. */
+  routing_key: string | null
   enqueued_ms: number
   claimed_ms: number
   /** The lease expiry while in flight. */

@@ -6,7 +6,7 @@ import type { MessageRow } from './message-row.js'
 // migrations/ and hold the logic, so triggers and other languages get the same behaviour.
 
 /** The prepared-statement name of a hot statement, unique per schema. */
-const statement = (s: SchemaName, name: string) => `postbox:${s.name}:${name}`
+export const statement = (s: SchemaName, name: string) => `postbox:${s.name}:${name}`
 
 /** A message as the send statements take it: payload already encoded. */
 export interface OutgoingMessage {
@@ -48,21 +48,15 @@ function column<T>(ms: readonly OutgoingMessage[], pick: (m: OutgoingMessage) =>
 }
 
 /**
- * Sends a batch in one statement. To keep the encoding per message small, a batch of JSON
- * payloads travels as one JSON array ($2) rather than a jsonb[] literal, which escapes every
- * quote of every payload; a column where every message has the default travels as NULL and is
- * filled in by Postgres. The delays are converted with an explicit ORDER BY: array_agg over
- * unnest keeps input order only by accident of the plan, and a shifted delay would hold the
- * wrong message back. The ids come back as one comma-separated text in input order (cheaper to
- * read than a bigint[]), and the duplicate flags only when there is one.
+ * The nine per-message array arguments of send_batch and publish_batch (payloads to headers), from
+ * the parameters $2 to $12 that {@link batchValues} fills. To keep the encoding per message small,
+ * a batch of JSON payloads travels as one JSON array ($2) rather than a jsonb[] literal, which
+ * escapes every quote of every payload; a column where every message has the default travels as
+ * NULL and is filled in by Postgres. The delays are converted with an explicit ORDER BY: array_agg
+ * over unnest keeps input order only by accident of the plan, and a shifted delay would hold the
+ * wrong message back.
  */
-export async function sendBatch(db: Executor, s: SchemaName, queue: string, ms: readonly OutgoingMessage[]): Promise<SentRow[]> {
-  const allJson = ms.every((m) => m.encoding === 'json')
-  const { rows } = await db.query<{ ids: string | null; duplicates: boolean[] | null }>(
-    `SELECT string_agg(b.id::text, ',' ORDER BY b.ord) AS ids,
-            CASE WHEN bool_or(b.duplicate) THEN array_agg(b.duplicate ORDER BY b.ord) END AS duplicates
-     FROM ${s.sql}.send_batch($1,
-       coalesce($3::jsonb[], ARRAY(SELECT e FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS p(e, i) ORDER BY i)),
+export const BATCH_ARGUMENTS = `coalesce($3::jsonb[], ARRAY(SELECT e FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS p(e, i) ORDER BY i)),
        coalesce($4::bytea[], array_fill(NULL::bytea, ARRAY[$12::int])),
        coalesce($5::text[], array_fill('json'::text, ARRAY[$12::int])),
        coalesce((SELECT array_agg(d * interval '1 millisecond' ORDER BY i) FROM unnest($6::bigint[]) WITH ORDINALITY AS u(d, i)),
@@ -71,21 +65,37 @@ export async function sendBatch(db: Executor, s: SchemaName, queue: string, ms: 
        coalesce($8::int[], array_fill(0, ARRAY[$12::int])),
        coalesce($9::text[], array_fill(NULL::text, ARRAY[$12::int])),
        coalesce($10::text[], array_fill(NULL::text, ARRAY[$12::int])),
-       coalesce($11::jsonb[], array_fill(NULL::jsonb, ARRAY[$12::int]))) WITH ORDINALITY AS b(id, duplicate, ord)`,
-    [
-      queue,
-      allJson ? `[${ms.map((m) => m.json).join(',')}]` : null,
-      allJson ? null : ms.map((m) => m.json),
-      column(ms, (m) => m.body, null),
-      allJson ? null : ms.map((m) => m.encoding),
-      column(ms, (m) => m.delayMs, null),
-      column(ms, (m) => m.availableAt, null),
-      column(ms, (m) => m.priority, 0),
-      column(ms, (m) => m.dedupeKey, null),
-      column(ms, (m) => m.groupKey, null),
-      column(ms, (m) => m.headers, null),
-      ms.length,
-    ],
+       coalesce($11::jsonb[], array_fill(NULL::jsonb, ARRAY[$12::int]))`
+
+/** The values of the parameters $2 to $12 of {@link BATCH_ARGUMENTS}, for these messages. */
+export function batchValues(ms: readonly OutgoingMessage[]): unknown[] {
+  const allJson = ms.every((m) => m.encoding === 'json')
+  return [
+    allJson ? `[${ms.map((m) => m.json).join(',')}]` : null,
+    allJson ? null : ms.map((m) => m.json),
+    column(ms, (m) => m.body, null),
+    allJson ? null : ms.map((m) => m.encoding),
+    column(ms, (m) => m.delayMs, null),
+    column(ms, (m) => m.availableAt, null),
+    column(ms, (m) => m.priority, 0),
+    column(ms, (m) => m.dedupeKey, null),
+    column(ms, (m) => m.groupKey, null),
+    column(ms, (m) => m.headers, null),
+    ms.length,
+  ]
+}
+
+/**
+ * Sends a batch in one statement (the arguments: {@link BATCH_ARGUMENTS}). The ids come back as one
+ * comma-separated text in input order (cheaper to read than a bigint[]), and the duplicate flags
+ * only when there is one.
+ */
+export async function sendBatch(db: Executor, s: SchemaName, queue: string, ms: readonly OutgoingMessage[]): Promise<SentRow[]> {
+  const { rows } = await db.query<{ ids: string | null; duplicates: boolean[] | null }>(
+    `SELECT string_agg(b.id::text, ',' ORDER BY b.ord) AS ids,
+            CASE WHEN bool_or(b.duplicate) THEN array_agg(b.duplicate ORDER BY b.ord) END AS duplicates
+     FROM ${s.sql}.send_batch($1, ${BATCH_ARGUMENTS}) WITH ORDINALITY AS b(id, duplicate, ord)`,
+    [queue, ...batchValues(ms)],
     statement(s, 'send_batch'),
   )
   const ids = rows[0]?.ids?.split(',') ?? []
@@ -95,7 +105,7 @@ export async function sendBatch(db: Executor, s: SchemaName, queue: string, ms: 
 
 /** What a claim returns per message: the columns a delivery needs, times as whole epoch milliseconds. */
 const CLAIMED_COLUMNS = [
-  'id', 'queue', 'priority', 'attempt', 'lease', 'encoding', 'payload', 'body', 'headers', 'dedupe_key', 'group_key', 'last_error',
+  'id', 'queue', 'priority', 'attempt', 'lease', 'encoding', 'payload', 'body', 'headers', 'dedupe_key', 'group_key', 'last_error', 'routing_key',
   'floor(extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms',
   'floor(extract(epoch FROM claimed_at) * 1000)::float8 AS claimed_ms',
   'floor(extract(epoch FROM available_at) * 1000)::float8 AS available_ms',

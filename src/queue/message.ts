@@ -23,6 +23,8 @@ export interface Message<P = unknown> {
   readonly lease: string
   /** The error recorded by the previous failed attempt, if any. */
   readonly lastError: string | null
+  /** The routing key it was published with (`publish`); null when it was sent to this queue. */
+  readonly routingKey: string | null
 }
 
 /** The fields a completion needs; a whole {@link Message} fits. */
@@ -43,5 +45,6 @@ export function messageFromRow<P>(row: MessageRow, payload: P = decodePayload(ro
     leaseExpiresAt: new Date(row.available_ms),
     lease: row.lease as string,
     lastError: row.last_error,
+    routingKey: row.routing_key,
   }
 }

@@ -41,7 +41,12 @@ export type ParsedMessageOptions = z.output<typeof messageOptionsSchema>
 
 /** A message as the send statements take it: payload checked against a typed queue's schema and encoded. */
 export function outgoing(ref: QueueRef<unknown>, payload: unknown, o: ParsedMessageOptions = {}): m.OutgoingMessage {
-  const encoded = encodePayload(validatePayload(ref, payload))
+  return outgoingPayload(validatePayload(ref, payload), o)
+}
+
+/** A message as the send and publish statements take it, from a payload that needs no schema check. */
+export function outgoingPayload(payload: unknown, o: ParsedMessageOptions = {}): m.OutgoingMessage {
+  const encoded = encodePayload(payload)
   // Fields are copied one by one: a spread ({ ...encoded }) cost several times the encoding itself.
   return {
     encoding: encoded.encoding,

@@ -7,10 +7,11 @@ const noNul = (v: string) => !v.includes('\u0000')
 const NUL = 'must not contain U+0000'
 const WELL_FORMED = 'must be well-formed UTF-16 (it has a lone surrogate, which has no UTF-8 form)'
 /** Text Postgres can store exactly: no U+0000, no lone surrogate (pg would turn it into U+FFFD). */
-const storableText = z.string().refine(noNul, NUL).refine((v) => v.isWellFormed(), WELL_FORMED)
+export const storableText = z.string().refine(noNul, NUL).refine((v) => v.isWellFormed(), WELL_FORMED)
 const key = storableText.min(1).max(512)
 
-const messageFields = {
+/** zod fields of the per-message options, shared by `send`, `sendBatch` items and `publish`. */
+export const messageFields = {
     delay: durationMs.optional(),
     availableAt: z.date().refine((d) => !Number.isNaN(d.getTime()), 'must be a valid date').optional(),
     priority: z.number().int().min(-1_000_000).max(1_000_000).optional(),
@@ -19,13 +20,16 @@ const messageFields = {
     headers: z.record(storableText, storableText).optional(),
 }
 
-const oneStart = (o: { delay?: number; availableAt?: Date }) => o.delay === undefined || o.availableAt === undefined
-const ONE_START = 'give delay or availableAt, not both'
+/** The refinement every schema with {@link messageFields} carries: a message has one start. */
+export const oneStart = (o: { delay?: number; availableAt?: Date }) => o.delay === undefined || o.availableAt === undefined
+/** The message of {@link oneStart}. */
+export const ONE_START = 'give delay or availableAt, not both'
 
 /** zod schema for the per-message options of `send` and `sendBatch` items. */
 export const messageOptionsSchema = z.strictObject(messageFields).refine(oneStart, ONE_START)
 
-const txSchema = z.custom<TransactionLike>((v) => typeof v === 'object' && v !== null, 'must be a pg client or a Kysely transaction')
+/** zod schema of a `tx` option: a pg client or a Kysely transaction. */
+export const txSchema = z.custom<TransactionLike>((v) => typeof v === 'object' && v !== null, 'must be a pg client or a Kysely transaction')
 
 /** zod schema for the options of `send`. */
 export const sendOptionsSchema = z.strictObject({ ...messageFields, tx: txSchema.optional() }).refine(oneStart, ONE_START)

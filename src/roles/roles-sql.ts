@@ -15,7 +15,7 @@ const PREFIX = /^[a-z_][a-z0-9_]{0,53}$/
 
 /** The names of the three roles for a prefix. */
 export interface RoleNames {
-  /** Sends only: cannot read payloads, receive, ack, delete or change anything. */
+  /** Sends and publishes only: cannot read payloads, receive, ack, bind, delete or change anything. */
   readonly producer: string
   /** Receives and completes (ack, nack, extend, release) and reads messages; cannot send or change queues. */
   readonly consumer: string
@@ -39,6 +39,9 @@ export function roleNames(prefix: string): RoleNames {
 /** Functions the producer may execute, by name (any signature), with the helpers they call. */
 export const PRODUCER_FUNCTIONS = [
   'send', 'send_message', 'send_batch', 'wake', 'wake_key', 'require_queue', 'assert_queue_name', 'message_problem', 'raise_problem',
+  // publish (migrations/0006_topics.sql)
+  'publish', 'publish_message', 'publish_batch', 'matching_queues', 'routing_key_problem', 'lock_queues', 'deliver',
+  'raise_publish_problem', 'raise_payload_limit', 'raise_unrouted_option', 'unroutable', 'count_unrouted',
 ] as const
 
 /** Functions the consumer may execute, by name (any signature), with the helpers they call. */
@@ -100,20 +103,23 @@ REVOKE ALL ON SCHEMA ${s} FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ${s} FROM PUBLIC;
 GRANT USAGE ON SCHEMA ${s} TO ${ident(r.producer)}, ${ident(r.consumer)}, ${ident(r.admin)};
 
--- Producer: send, send_batch and the SQL send(). It reads queue settings (limits), inserts
--- messages, reads back only the id (and queue and dedupe key, for deduplication), never a
--- payload, and marks waiting consumers notified. No receive, ack, update or delete. A batch with
+-- Producer: send, send_batch, publish and their SQL forms. It reads queue settings (limits) and
+-- bindings (to route), inserts messages, reads back only the id (and queue and dedupe key, for
+-- deduplication), never a payload, marks waiting consumers notified, and counts unroutable
+-- publishes. No receive, ack, update or delete of messages; no binding changes. A batch with
 -- dedupe keys draws its ids first (to keep its order) and inserts them: the id column and the
 -- sequence.
-GRANT SELECT ON ${s}.queues TO ${ident(r.producer)};
-GRANT INSERT (id, queue, priority, available_at, encoding, payload, body, headers, dedupe_key, group_key) ON ${s}.messages TO ${ident(r.producer)};
+GRANT SELECT ON ${s}.queues, ${s}.bindings TO ${ident(r.producer)};
+GRANT INSERT (id, queue, priority, available_at, encoding, payload, body, headers, dedupe_key, group_key, routing_key) ON ${s}.messages TO ${ident(r.producer)};
+GRANT SELECT, INSERT, UPDATE ON ${s}.unrouted_counts TO ${ident(r.producer)};
 GRANT SELECT (id, queue, dedupe_key) ON ${s}.messages TO ${ident(r.producer)};
 GRANT USAGE ON SEQUENCE ${s}.messages_id_seq TO ${ident(r.producer)};
 GRANT SELECT, UPDATE (notified) ON ${s}.waiters TO ${ident(r.producer)};
 ${grantFunctions(schema, PRODUCER_FUNCTIONS, r.producer)}
 
 -- Consumer: receive, ack, nack, extend, release, the wake-up registry, group leases, and reading
--- messages and queue statistics. It cannot send, and cannot create, change or delete queues.
+-- messages and queue statistics. It cannot send or publish, and cannot create, change or delete
+-- queues or bindings.
 GRANT SELECT ON ${s}.queues, ${s}.queue_stats TO ${ident(r.consumer)};
 GRANT SELECT, UPDATE, DELETE ON ${s}.messages TO ${ident(r.consumer)};
 GRANT INSERT ON ${s}.messages_archive TO ${ident(r.consumer)};

@@ -10,8 +10,8 @@ export interface OperatorQuery {
 
 /**
  * The queries an operator runs to inspect postbox with plain SQL (the same ones are in
- * docs/sql-cookbook.md): counts per queue, the dead letters and why they died, and what was
- * handled (queues with a retention keep acked messages in `messages_archive`).
+ * docs/sql-cookbook.md): counts per queue, the dead letters and why they died, the topic
+ * subscriptions, and what was handled (queues with a retention keep acked messages in `messages_archive`).
  */
 export function operatorQueries(schema: SchemaName): OperatorQuery[] {
   const s = schema.name
@@ -22,6 +22,10 @@ export function operatorQueries(schema: SchemaName): OperatorQuery[] {
       sql: `SELECT id, queue, original_queue, original_attempt, dead_at::time(0) AS dead_at,
        split_part(last_error, E'\\n', 1) AS last_error, payload
 FROM ${s}.messages WHERE dead_at IS NOT NULL ORDER BY id;`,
+    },
+    {
+      title: 'the subscriptions: which queue gets a copy of which routing keys',
+      sql: `SELECT queue, pattern, filter FROM ${s}.bindings ORDER BY queue, pattern;`,
     },
     {
       title: 'what was handled, and how long it waited (from the archive)',

@@ -1,3 +1,4 @@
+import { orderEventsScenario } from './order-events.js'
 import { ordersScenario } from './orders.js'
 import type { DemoContext, ScenarioResult } from './scenario.js'
 import { scrapingScenario } from './scraping.js'
@@ -8,6 +9,7 @@ export const SCENARIOS: readonly { title: string; run: (ctx: DemoContext) => Pro
   { title: '1. Sign-up sends a welcome email', run: signupScenario },
   { title: '2. Order processing', run: ordersScenario },
   { title: '3. Web scraping fleet', run: scrapingScenario },
+  { title: '4. Order events, published once to every subscriber', run: orderEventsScenario },
 ]
 
 /**
