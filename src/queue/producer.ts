@@ -3,6 +3,7 @@ import type { Executor } from '../db/executor.js'
 import { InvalidOptionsError, InvalidPayloadError } from '../errors.js'
 import * as m from '../queries/messages.js'
 import type { SchemaName } from '../schema-name.js'
+import { withTraceContext } from '../tracing/trace-headers.js'
 import { parseOptions } from '../validation.js'
 import { queueNameOf, type QueueRef } from './define-queue.js'
 import { encodePayload } from './payload-codec.js'
@@ -42,6 +43,7 @@ export type ParsedMessageOptions = z.output<typeof messageOptionsSchema>
 /** A message as the send statements take it: payload checked against a typed queue's schema and encoded. */
 export function outgoing(ref: QueueRef<unknown>, payload: unknown, o: ParsedMessageOptions = {}): m.OutgoingMessage {
   const encoded = encodePayload(validatePayload(ref, payload))
+  const headers = withTraceContext(o.headers)
   // Fields are copied one by one: a spread ({ ...encoded }) cost several times the encoding itself.
   return {
     encoding: encoded.encoding,
@@ -52,7 +54,7 @@ export function outgoing(ref: QueueRef<unknown>, payload: unknown, o: ParsedMess
     priority: o.priority ?? 0,
     dedupeKey: o.dedupeKey ?? null,
     groupKey: o.groupKey ?? null,
-    headers: o.headers ? JSON.stringify(o.headers) : null,
+    headers: headers ? JSON.stringify(headers) : null,
   }
 }
 

@@ -11,6 +11,7 @@ import { claim, claimedMessages, describeError, extend } from '../queue/consumer
 import { queueNameOf, type QueueRef } from '../queue/define-queue.js'
 import type { Message } from '../queue/message.js'
 import type { SchemaName } from '../schema-name.js'
+import { inConsumerSpan } from '../tracing/consumer-span.js'
 import { parseOptions } from '../validation.js'
 import { AckBatcher } from './ack-batcher.js'
 import type { Handler, HandlerContext } from './handler.js'
@@ -437,7 +438,7 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
   /** Calls the handler under the worker's handler timeout (see {@link callWithTimeout}). */
   private invoke(entry: Running, tx: unknown, race: boolean): Promise<void> {
     const call = () => this.handler(entry.message as Message<P>, this.context(entry, tx))
-    return callWithTimeout(call, entry.controller, this.settings.handlerTimeoutMs, race)
+    return inConsumerSpan(entry.message, () => callWithTimeout(call, entry.controller, this.settings.handlerTimeoutMs, race))
   }
 
   private async fail(message: Message, error: unknown): Promise<void> {
