@@ -1,7 +1,8 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, type HistogramConfiguration } from 'prom-client'
 import type { QueueStats } from '../postbox.js'
 import type { Message } from '../queue/message.js'
 import type { WorkerEvents } from '../worker/worker-events.js'
+import { ProcessTally } from './process-tally.js'
 
 /** One stream partition's lag behind its head, for one consumer group. */
 export interface StreamLagSample {
@@ -21,9 +22,6 @@ export interface MetricsSources {
    */
   streamLag?(): Promise<StreamLagSample[]>
 }
-
-/** What a worker outcome is called in `postbox_messages_processed_total{outcome}`. */
-export type ProcessedOutcome = 'completed' | 'retried' | 'dead_lettered' | 'lease_lost'
 
 /** The part of a Worker these metrics listen to. */
 export interface ObservableWorker {
@@ -46,14 +44,9 @@ export class PostboxMetrics {
   readonly registry = new Registry()
   private readonly queueMessages: Gauge<'queue' | 'state'>
   private readonly oldestReadyAge: Gauge<'queue'>
-  private readonly sent: Counter<'queue'>
-  private readonly processed: Counter<'queue' | 'outcome'>
-  private readonly duration: Histogram<'queue'>
   private readonly streamLag: Gauge<'stream' | 'group' | 'partition'>
-  /** Label children by queue (and outcome), so counting is a map look-up, not a label hash. */
-  private readonly sentChildren = new Map<string, { inc(value?: number): void }>()
-  private readonly processedChildren = new Map<string, { inc(value?: number): void }>()
-  private readonly durationChildren = new Map<string, { observe(value: number): void }>()
+  /** What this process counted; the counters and the histogram read it when scraped. */
+  private readonly tally = new ProcessTally(DURATION_BUCKETS)
 
   constructor(private readonly sources: MetricsSources) {
     const registers = [this.registry]
@@ -69,19 +62,28 @@ export class PostboxMetrics {
       labelNames: ['queue'],
       registers,
     })
-    this.sent = new Counter({
+    const tally = this.tally
+    new Counter({
       name: 'postbox_messages_sent_total',
       help: 'Messages this process sent (send and sendBatch), counted when the statement succeeded.',
       labelNames: ['queue'],
       registers,
+      collect() {
+        this.reset()
+        for (const [queue, count] of tally.sent) this.inc({ queue }, count)
+      },
     })
-    this.processed = new Counter({
+    new Counter({
       name: 'postbox_messages_processed_total',
       help: 'Deliveries this process\'s workers finished, by outcome: completed, retried, dead_lettered, lease_lost.',
       labelNames: ['queue', 'outcome'],
       registers,
+      collect() {
+        this.reset()
+        for (const { queue, outcome, count } of tally.processed.values()) this.inc({ queue, outcome }, count)
+      },
     })
-    this.duration = new Histogram({
+    new TalliedHistogram(tally, {
       name: 'postbox_handler_duration_seconds',
       help: 'How long handlers ran in this process, in seconds, from start to their ack (completed) or error (failed).',
       labelNames: ['queue'],
@@ -98,9 +100,7 @@ export class PostboxMetrics {
 
   /** Counts `count` messages sent to `queue` by this process. */
   countSent(queue: string, count: number): void {
-    let child = this.sentChildren.get(queue)
-    if (child === undefined) this.sentChildren.set(queue, (child = this.sent.labels({ queue })))
-    child.inc(count)
+    this.tally.countSent(queue, count)
   }
 
   /**
@@ -113,19 +113,19 @@ export class PostboxMetrics {
     worker.on('received', (message) => started.set(message, performance.now()))
     worker.on('completed', (message, info) => {
       started.delete(message)
-      this.observeDuration(message.queue, info.durationMs / 1000)
-      this.countProcessed(message.queue, 'completed')
+      this.tally.observeDuration(message.queue, info.durationMs / 1000)
+      this.tally.countProcessed(message.queue, 'completed')
     })
     worker.on('failed', (message) => {
       const start = started.get(message)
       started.delete(message)
-      if (start !== undefined) this.observeDuration(message.queue, (performance.now() - start) / 1000)
+      if (start !== undefined) this.tally.observeDuration(message.queue, (performance.now() - start) / 1000)
     })
-    worker.on('retried', (message) => this.countProcessed(message.queue, 'retried'))
-    worker.on('deadLettered', (message) => this.countProcessed(message.queue, 'dead_lettered'))
+    worker.on('retried', (message) => this.tally.countProcessed(message.queue, 'retried'))
+    worker.on('deadLettered', (message) => this.tally.countProcessed(message.queue, 'dead_lettered'))
     worker.on('leaseLost', (message) => {
       started.delete(message)
-      this.countProcessed(message.queue, 'lease_lost')
+      this.tally.countProcessed(message.queue, 'lease_lost')
     })
   }
 
@@ -167,16 +167,59 @@ export class PostboxMetrics {
     for (const s of samples) this.streamLag.set({ stream: s.stream, group: s.group, partition: String(s.partition) }, s.lag)
   }
 
-  private countProcessed(queue: string, outcome: ProcessedOutcome): void {
-    const key = `${queue}\u0000${outcome}`
-    let child = this.processedChildren.get(key)
-    if (child === undefined) this.processedChildren.set(key, (child = this.processed.labels({ queue, outcome })))
-    child.inc()
+}
+
+type HistogramSnapshot = Awaited<ReturnType<Histogram<'queue'>['get']>>
+
+/**
+ * prom-client's Histogram with its values read from the tally instead of per-call `observe`
+ * (see {@link ProcessTally} for why): same name, help, type and exposition. prom-client 15's
+ * registry renders a histogram through `getForPromString()` (bucket labels apart from the
+ * series' labels) and `getMetricsAsJSON` through `get()`; both are overridden. prom-client is
+ * pinned, and the metrics test parses the exposition strictly, so a change there fails a test.
+ */
+class TalliedHistogram extends Histogram<'queue'> {
+  private readonly metricName: string
+  private readonly helpText: string
+
+  constructor(
+    private readonly tally: ProcessTally,
+    configuration: HistogramConfiguration<'queue'>,
+  ) {
+    super(configuration)
+    this.metricName = configuration.name
+    this.helpText = configuration.help
   }
 
-  private observeDuration(queue: string, seconds: number): void {
-    let child = this.durationChildren.get(queue)
-    if (child === undefined) this.durationChildren.set(queue, (child = this.duration.labels({ queue })))
-    child.observe(seconds)
+  /** What the text exposition renders: each value's `labels` and `sharedLabels` are joined. */
+  async getForPromString(): Promise<Omit<HistogramSnapshot, 'values'> & { values: TalliedValue[] }> {
+    const values: TalliedValue[] = []
+    for (const [queue, d] of this.tally.durations) {
+      const shared = { queue }
+      let cumulative = 0
+      for (const [i, bound] of this.tally.bounds.entries()) {
+        cumulative += d.buckets[i] as number
+        values.push({ metricName: `${this.metricName}_bucket`, labels: { le: bound }, sharedLabels: shared, value: cumulative })
+      }
+      values.push({ metricName: `${this.metricName}_bucket`, labels: { le: '+Inf' }, sharedLabels: shared, value: d.count })
+      values.push({ metricName: `${this.metricName}_sum`, labels: {}, sharedLabels: shared, value: d.sum })
+      values.push({ metricName: `${this.metricName}_count`, labels: {}, sharedLabels: shared, value: d.count })
+    }
+    // prom-client's own histograms say type 'histogram' here, not the MetricType enum of its typings.
+    return { name: this.metricName, help: this.helpText, type: 'histogram' as unknown as HistogramSnapshot['type'], aggregator: 'sum', collect: () => {}, values }
   }
+
+  override async get(): Promise<HistogramSnapshot> {
+    const snapshot = await this.getForPromString()
+    const values = snapshot.values.map(({ sharedLabels, labels, ...rest }) => ({ ...rest, labels: { ...labels, ...sharedLabels } }))
+    return { ...snapshot, values } as HistogramSnapshot
+  }
+}
+
+/** One line of the histogram as the text exposition takes it. */
+interface TalliedValue {
+  metricName: string
+  labels: { le?: number | string }
+  sharedLabels: { queue: string }
+  value: number
 }
