@@ -68,6 +68,7 @@ describe('the dashboard pages and API', () => {
     expect(await missing.text()).toContain('queue &#39;d-nowhere&#39; does not exist')
     expect((await fetch(`${url}/api/queues/d-nowhere`)).status).toBe(404)
     expect((await fetch(`${url}/no/such/page`)).status).toBe(404)
+    expect((await fetch(`${url}/queues/%E0%A4%A`)).status).toBe(400)
     const metrics = await fetch(`${url}/metrics`)
     expect(metrics.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/)
     const families = parsePrometheusText(await metrics.text())
@@ -84,6 +85,7 @@ describe('the dashboard pages and API', () => {
     expect(page).toContain('src="/ops/postbox/assets/dashboard.js"')
     expect((await fetch(`${url}/ops/postbox/api/queues`)).status).toBe(200)
     expect((await fetch(`${url}/somewhere/else`)).status).toBe(418)
+    expect((await fetch(`${url}/`)).status).toBe(418) // the app's own root, not the dashboard's
   })
 })
 

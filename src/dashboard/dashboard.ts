@@ -107,7 +107,10 @@ export function createDashboard(postbox: DashboardPostbox, options?: DashboardOp
   let closing: Promise<void> | undefined
   return {
     handle: (request, response, next) => {
-      void respond(ctx, routes, request, response, next)
+      respond(ctx, routes, request, response, next).catch((error: unknown) => {
+        // Only a failure to write the response gets here (the client went away): nothing to answer.
+        if (!response.headersSent) response.writeHead(500).end(String(error))
+      })
     },
     close() {
       closing ??= sampler.stop().finally(untrack)
@@ -119,16 +122,26 @@ export function createDashboard(postbox: DashboardPostbox, options?: DashboardOp
 async function respond(ctx: DashboardContext, routes: CompiledRoute[], req: IncomingMessage, res: ServerResponse, next?: () => void): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://dashboard.invalid')
   let path = url.pathname
-  if (ctx.basePath && (path === ctx.basePath || path.startsWith(`${ctx.basePath}/`))) path = path.slice(ctx.basePath.length) || '/'
+  // express and connect strip the mount path from req.url (and keep originalUrl); a bare
+  // node:http server does not, so the dashboard strips basePath itself and leaves other paths alone.
+  const stripped = (req as { originalUrl?: string }).originalUrl !== undefined
+  if (ctx.basePath && !stripped) {
+    if (path !== ctx.basePath && !path.startsWith(`${ctx.basePath}/`)) return next ? next() : send(res, req, problem(ctx, path, 404, `no page at ${path}`))
+    path = path.slice(ctx.basePath.length) || '/'
+  }
   const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET')
-  const found = find(routes, method, path)
-  if (!found && next) return next()
   let response: DashboardResponse
   try {
-    response = await answer(ctx, found, { method, path, query: url.searchParams, headers: req.headers, params: typeof found === 'object' ? found.params : {}, body: () => readBody(req) })
+    const found = find(routes, method, path)
+    if (!found && next) return next()
+    response = await answer(ctx, found, { method, path, query: url.searchParams, headers: req.headers, params: {}, body: () => readBody(req) })
   } catch (error) {
     response = failure(ctx, path, error)
   }
+  send(res, req, response)
+}
+
+function send(res: ServerResponse, req: IncomingMessage, response: DashboardResponse): void {
   res.writeHead(response.status, { ...SECURITY_HEADERS, ...response.headers })
   res.end(req.method === 'HEAD' ? undefined : response.body)
 }
@@ -141,6 +154,7 @@ function find(routes: CompiledRoute[], method: string, path: string): { route: R
     pathMatched = true
     if (r.route.method !== method) continue
     const params: Record<string, string> = {}
+    // A malformed escape (%E0%A4%A) throws URIError, answered as a bad request by the caller.
     r.names.forEach((name, i) => (params[name] = decodeURIComponent(match[i + 1] as string)))
     return { route: r.route, params }
   }
@@ -151,19 +165,20 @@ function find(routes: CompiledRoute[], method: string, path: string): { route: R
 async function answer(ctx: DashboardContext, found: ReturnType<typeof find>, request: DashboardRequest): Promise<DashboardResponse> {
   const refuse = (status: number, message: string) => problem(ctx, request.path, status, message)
   if (!ctx.access.hostAllowed(request.headers)) return refuse(403, 'this Host is not allowed (the dashboard answers only to the names it is bound to)')
-  const isLogin = request.path === '/login' || request.path.startsWith('/assets/')
-  if (!isLogin && !ctx.access.authenticated(request.headers)) {
+  // The sign-in page and the stylesheet and script it needs are open to everyone.
+  const isPublic = request.path === '/login' || request.path.startsWith('/assets/')
+  if (!isPublic && !ctx.access.authenticated(request.headers)) {
     if (!wantsJson(request) && request.path !== '/metrics' && request.method === 'GET') return { status: 303, headers: { location: href(ctx, '/login') }, body: '' }
     return { ...refuse(401, 'this dashboard needs its token: send Authorization: Bearer <token>'), headers: { 'content-type': 'application/json; charset=utf-8', 'www-authenticate': 'Bearer' } }
   }
   if (found === undefined) return refuse(404, `no page at ${request.path}`)
   if (found === 'wrong-method') return refuse(405, `${request.method} is not allowed at ${request.path}`)
   if (request.method === 'POST') {
-    if (!isLogin && !ctx.allowActions) return refuse(403, 'this dashboard is read-only: start it with --allow-actions (allowActions: true) to redrive from it')
+    if (!isPublic && !ctx.allowActions) return refuse(403, 'this dashboard is read-only: start it with --allow-actions (allowActions: true) to redrive from it')
     if (!ctx.access.sameOrigin(request.headers)) return refuse(403, 'cross-origin request refused')
     const kind = bodyKind(request.headers['content-type'])
     if (kind === 'other') return refuse(415, 'send a form or application/json')
-    if (kind === 'form' && !isLogin) {
+    if (kind === 'form' && !isPublic) {
       const fields = await request.body()
       if (fields.csrf !== ctx.access.csrfToken) return refuse(403, 'the form is stale or forged: reload the page and try again')
       return found.route.handle({ ...request, params: found.params, body: async () => fields }, ctx)
@@ -173,6 +188,7 @@ async function answer(ctx: DashboardContext, found: ReturnType<typeof find>, req
 }
 
 function failure(ctx: DashboardContext, path: string, error: unknown): DashboardResponse {
+  if (error instanceof URIError) return problem(ctx, path, 400, 'malformed URL')
   if (error instanceof QueueNotFoundError) return problem(ctx, path, 404, error.message)
   if (error instanceof InvalidOptionsError || error instanceof PostboxError) return problem(ctx, path, 400, error.message)
   return problem(ctx, path, 500, `the dashboard failed: ${error instanceof Error ? error.message : String(error)}`)
