@@ -1,9 +1,12 @@
 import { createServer } from 'node:net'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { runCli, startCli } from './support/built-cli.js'
 import { useTestSchema } from './support/test-schema.js'
 
 // The built binary (node dist/cli/main.js), run as a child process against the test Postgres.
+// Each run starts a Node process (a second or two when the machine is busy), and some tests
+// make several: a longer timeout than the suite's default.
+vi.setConfig({ testTimeout: 120_000 })
 const t = useTestSchema()
 const conn = () => ['--url', t.url, '--schema', t.schema]
 let queueNumber = 0
