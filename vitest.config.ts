@@ -3,7 +3,8 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    globalSetup: ['test/support/global-setup.ts'],
+    // build-once: the CLI tests run the built binary (dist/), rebuilt when src/ is newer.
+    globalSetup: ['test/support/global-setup.ts', 'test/support/build-once.ts'],
     setupFiles: ['test/support/guard.ts'],
     testTimeout: 30_000,
     hookTimeout: 60_000,

@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --churn 10m]
+// npm run bench [-- --quick] [-- --churn 10m] [-- --tracing]
 // Measures postbox against raw-SQL baselines taken in the same run, with the same pool size and
 // concurrency, and prints each figure absolute and as a ratio to its baseline, with the target
 // from DESIGN.md. Writes bench/results/latest.json. Uses DATABASE_URL, else an embedded Postgres.
@@ -11,9 +11,10 @@ import { percentile, progress } from './measure.js'
 import * as scenario from './postbox-scenarios.js'
 import * as topics from './topic-scenarios.js'
 import { printReport, type Row } from './report.js'
+import { withTracing } from './tracing-sdk.js'
 
 const { values: args } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, churn: { type: 'string' } },
+  options: { quick: { type: 'boolean', default: false }, churn: { type: 'string' }, tracing: { type: 'boolean', default: false } },
 })
 const quick = args.quick ?? false
 const runMs = quick ? 3_000 : 8_000
@@ -22,8 +23,16 @@ const backlog = quick ? 200_000 : 1_000_000
 
 const db = await openBenchDb()
 const rows: Row[] = []
+// With --tracing, the whole run is inside an active span of a registered OpenTelemetry SDK.
+const run = args.tracing ? withTracing : <T>(fn: () => Promise<T>) => fn()
 try {
-  progress(`postbox bench on ${db.source}, pool ${POOL_SIZE}, concurrency 10${quick ? ', quick' : ''}`)
+  await run(measureAll)
+} finally {
+  await db.close()
+}
+
+async function measureAll(): Promise<void> {
+  progress(`postbox bench on ${db.source}, pool ${POOL_SIZE}, concurrency 10${quick ? ', quick' : ''}${args.tracing ? ', tracing on' : ''}`)
 
   progress('baseline: one-row INSERT loop')
   const insertLoop = await rawInsertLoop(db, runMs)
@@ -84,8 +93,6 @@ try {
   printReport(rows)
   mkdirSync(new URL('./results/', import.meta.url), { recursive: true })
   const file = new URL('./results/latest.json', import.meta.url)
-  writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), source: db.source, quick, rows, churn: samples, latencies }, null, 2))
+  writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), source: db.source, quick, tracing: args.tracing, rows, churn: samples, latencies }, null, 2))
   progress(`wrote ${file.pathname}`)
-} finally {
-  await db.close()
 }

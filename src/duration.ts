@@ -31,3 +31,17 @@ export const durationMs = z.union([z.number(), z.string()]).transform((value, ct
 
 /** Like {@link durationMs}, but refuses zero. */
 export const positiveDurationMs = durationMs.refine((ms) => ms > 0, 'must be longer than 0')
+
+/**
+ * A duration for people to read, two units at most: `850ms`, `12.3s`, `5m 02s`, `3h 04m`,
+ * `2d 03h`. Used by the CLI's tables and the dashboard.
+ */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))}ms`
+  if (ms < 60_000) return ms % 1000 === 0 ? `${ms / 1000}s` : `${(ms / 1000).toFixed(1)}s`
+  const pad = (n: number) => String(n).padStart(2, '0')
+  const s = Math.floor(ms / 1000)
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`
+  if (s < 86_400) return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`
+  return `${Math.floor(s / 86_400)}d ${pad(Math.floor(s / 3600) % 24)}h`
+}

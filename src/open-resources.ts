@@ -3,7 +3,7 @@
  * Postbox (with its pool and LISTEN connection) or a worker.
  */
 export interface OpenResource {
-  readonly kind: 'postbox' | 'worker'
+  readonly kind: 'postbox' | 'worker' | 'dashboard'
   readonly description: string
   readonly openedAt: number
 }

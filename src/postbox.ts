@@ -7,9 +7,12 @@ import { executorFor, type TransactionLike } from './db/transaction.js'
 import { withTypedErrors } from './db/typed-errors.js'
 import { InvalidOptionsError } from './errors.js'
 import { silentLogger, type Logger } from './logger.js'
+import { peek, type PeekOptions, type PeekPage } from './inspect/peek.js'
+import { PostboxMetrics } from './metrics/postbox-metrics.js'
 import { migrate, type MigrateResult } from './migrate/migrator.js'
 import { trackOpen } from './open-resources.js'
 import { postboxOptionsSchema, type PostboxOptions } from './postbox-options.js'
+import { selectActivity } from './queries/inspect.js'
 import * as messages from './queries/messages.js'
 import { selectQueueStats, type QueueStatsRow } from './queries/queues.js'
 import * as consumer from './queue/consumer.js'
@@ -104,6 +107,8 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   private readonly workers: WorkerRegistry
   /** Sends outside a transaction, sharing statements while others are under way (batchSends). */
   private readonly sends: SendCoalescer | undefined
+  /** Prometheus metrics: this process's sends and handler outcomes, and the queues' counts. */
+  private readonly telemetry: PostboxMetrics
 
   constructor(options: PostboxOptions) {
     super()
@@ -142,6 +147,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     // count them only on a pg pool it knows the size of (not behind a Kysely instance).
     const handlerPoolSize = o.kysely ? null : this.ownedPool ? (o.poolSize ?? 10) : poolMax(o.pool)
     this.workers = new WorkerRegistry(workerDeps, handlerPoolSize, this.pollMs, () => this.notifier?.start())
+    this.telemetry = new PostboxMetrics({ queueStats: () => this.stats() })
     this.untrack = trackOpen('postbox', `Postbox(schema ${this.schema.name})`)
   }
 
@@ -184,6 +190,41 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     return this.queues.list()
   }
 
+  /** Deletes every message of a queue (waiting, delayed and in flight) and keeps the queue; returns how many. */
+  purgeQueue(name: string): Promise<number> {
+    return this.queues.purge(name)
+  }
+
+  /**
+   * Reads a queue's messages in delivery order without claiming them (no lock, no lease or
+   * attempt changed); `{ dead: true }` reads its dead letters. Pages with `after: page.next`.
+   */
+  peek(queue: string, options?: PeekOptions): Promise<PeekPage> {
+    return peek(this.db, this.schema, queue, options)
+  }
+
+  /**
+   * The Prometheus text exposition of this Postbox's metrics, for an app's own `/metrics`: queue
+   * counts read from the database now (`queueStats: false` skips that query), and this process's
+   * sends, handler outcomes and durations. Names and alerts: docs/operations.md.
+   *
+   * @example
+   * res.setHeader('content-type', 'text/plain; version=0.0.4').end(await postbox.metrics())
+   */
+  metrics(options?: { queueStats?: boolean }): Promise<string> {
+    return this.telemetry.text(options)
+  }
+
+  /**
+   * The database clock and the last message id drawn. Every send draws one id (a send that
+   * rolled back too), so two readings give the send rate of all queues together; the dashboard
+   * samples it.
+   */
+  async activity(): Promise<{ at: Date; lastMessageId: string | null }> {
+    const row = await selectActivity(this.db, this.schema)
+    return { at: row.at, lastMessageId: row.last_id }
+  }
+
   /** Counts per queue from the `queue_stats` view: one queue, or all. */
   async stats(queue?: string): Promise<QueueStats[]> {
     return (await selectQueueStats(this.db, this.schema, queue === undefined ? null : assertQueueName(queue))).map(stats)
@@ -196,8 +237,12 @@ export class Postbox extends EventEmitter<PostboxEvents> {
    */
   async send<P>(queue: QueueRef<P>, payload: NoInfer<P>, options?: SendOptions): Promise<producer.SendResult> {
     const { tx, ...rest } = options === undefined ? {} : parseOptions(sendOptionsSchema, options, 'send options')
-    if (tx === undefined && this.sends) return this.sends.send(queueNameOf(queue), producer.outgoing(queue, payload, rest))
-    return producer.send(this.executor(tx), this.schema, queue, payload, rest)
+    const name = queueNameOf(queue)
+    const result = tx === undefined && this.sends
+      ? await this.sends.send(name, producer.outgoing(queue, payload, rest))
+      : await producer.send(this.executor(tx), this.schema, queue, payload, rest)
+    this.telemetry.countSent(name, 1)
+    return result
   }
 
   /**
@@ -206,7 +251,9 @@ export class Postbox extends EventEmitter<PostboxEvents> {
    */
   async sendBatch<P>(queue: QueueRef<P>, items: readonly NoInfer<P | producer.BatchItem<P>>[], options?: { tx?: TransactionLike }): Promise<string[]> {
     const { tx } = parseOptions(batchOptionsSchema, options, 'sendBatch options')
-    return producer.sendBatch(this.executor(tx), this.schema, queue, items)
+    const ids = await producer.sendBatch(this.executor(tx), this.schema, queue, items)
+    if (ids.length > 0) this.telemetry.countSent(queueNameOf(queue), ids.length)
+    return ids
   }
 
   /**
@@ -247,13 +294,17 @@ export class Postbox extends EventEmitter<PostboxEvents> {
    */
   async publish(routingKey: string, payload: unknown, options?: PublishOptions): Promise<PublishResult> {
     const { tx, ...rest } = parseOptions(publishOptionsSchema, options, 'publish options')
-    return publisher.publish(this.executor(tx), this.schema, routingKey, payload, rest)
+    const result = await publisher.publish(this.executor(tx), this.schema, routingKey, payload, rest)
+    this.countPublished(result)
+    return result
   }
 
   /** Publishes many messages in one statement, each routed by its own key; returns what each reached, in order. */
   async publishBatch(items: readonly PublishItem[], options?: PublishBatchOptions): Promise<PublishResult[]> {
     const { tx, unrouted } = parseOptions(publishBatchOptionsSchema, options, 'publishBatch options')
-    return publisher.publishBatch(this.executor(tx), this.schema, items, unrouted)
+    const results = await publisher.publishBatch(this.executor(tx), this.schema, items, unrouted)
+    for (const result of results) this.countPublished(result)
+    return results
   }
 
   /** How many publishes reached no queue (committed ones), and the latest one's key and time. */
@@ -296,7 +347,9 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   work<P, Tx>(queues: QueueRef<P> | readonly QueueRef<P>[], handler: Handler<P, Tx> | TransactionalHandler<P, Tx>, options?: WorkerOptions): Worker<P, Tx> {
     if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
     // A transactional handler always gets its `tx`, so it is a Handler whose context has one.
-    return this.workers.start(queues, handler as Handler<P, Tx>, options)
+    const worker = this.workers.start(queues, handler as Handler<P, Tx>, options)
+    this.telemetry.observe(worker as unknown as Worker<never, never>)
+    return worker
   }
 
   /** Acks one delivery or many (one statement), fenced by their leases; a lost lease throws `LeaseLostError`. */
@@ -338,6 +391,11 @@ export class Postbox extends EventEmitter<PostboxEvents> {
       this.untrack()
     })()
     return this.closing
+  }
+
+  /** Counts the copies a publish wrote in `postbox_messages_sent_total`, per queue (not its duplicates). */
+  private countPublished(result: PublishResult): void {
+    for (const queue of result.queues) if (!result.duplicates.includes(queue)) this.telemetry.countSent(queue, 1)
   }
 
   protected executor(tx: TransactionLike | undefined): Executor {

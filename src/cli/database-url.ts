@@ -9,13 +9,13 @@ export interface CliDatabase {
 }
 
 /**
- * The database a CLI command uses: `--database-url`, else `DATABASE_URL`, else (when the command
+ * The database a CLI command uses: `--url` (or `--database-url`), else `DATABASE_URL`, else (when the command
  * allows it) an embedded Postgres started for this run only.
  */
 export async function cliDatabase(url: string | undefined, allowEmbedded: boolean): Promise<CliDatabase> {
   const given = url ?? process.env.DATABASE_URL
   if (given) return { connectionString: given, embedded: false, close: async () => {} }
-  if (!allowEmbedded) throw new Error('no database: pass --database-url or set DATABASE_URL')
+  if (!allowEmbedded) throw new Error('no database: pass --url or set DATABASE_URL')
   const local: LocalPostgres = await startEmbeddedPostgres()
   return { connectionString: local.connectionString, embedded: true, close: () => local.stop() }
 }

@@ -48,7 +48,7 @@ export async function runDemo(url: string | undefined, options: DemoOptions = {}
   const report = { schema: schema.name, appSchema: app.name, results: [] as ScenarioResult[], interrupted: false }
   try {
     const db = await cliDatabase(url, true)
-    say(db.embedded ? 'started an embedded Postgres for this demo' : `using ${url ? '--database-url' : 'DATABASE_URL'}, in schema ${schema.name}`)
+    say(db.embedded ? 'started an embedded Postgres for this demo' : `using ${url ? '--url' : 'DATABASE_URL'}, in schema ${schema.name}`)
     const postbox = new Postbox({ connectionString: db.connectionString, schema: schema.name })
     const pool = new pg.Pool({ connectionString: db.connectionString, max: 5 })
     pool.on('error', () => {}) // an idle client lost to a server shutdown is replaced, not fatal

@@ -126,3 +126,12 @@ export async function selectQueueStats(db: Executor, s: SchemaName, name: string
   )
   return rows
 }
+
+/** Deletes every message of a queue (waiting, delayed, in flight); returns how many. */
+export async function purgeMessages(db: Executor, s: SchemaName, name: string): Promise<number> {
+  const { rows } = await db.query<{ purged: number }>(
+    `WITH gone AS (DELETE FROM ${s.sql}.messages WHERE queue = $1 RETURNING 1) SELECT count(*)::integer AS purged FROM gone`,
+    [name],
+  )
+  return rows[0]?.purged ?? 0
+}

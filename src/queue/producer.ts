@@ -3,6 +3,7 @@ import type { Executor } from '../db/executor.js'
 import { InvalidOptionsError, InvalidPayloadError } from '../errors.js'
 import * as m from '../queries/messages.js'
 import type { SchemaName } from '../schema-name.js'
+import { withTraceContext } from '../tracing/trace-headers.js'
 import { parseOptions } from '../validation.js'
 import { queueNameOf, type QueueRef } from './define-queue.js'
 import { encodePayload } from './payload-codec.js'
@@ -47,6 +48,7 @@ export function outgoing(ref: QueueRef<unknown>, payload: unknown, o: ParsedMess
 /** A message as the send and publish statements take it, from a payload that needs no schema check. */
 export function outgoingPayload(payload: unknown, o: ParsedMessageOptions = {}): m.OutgoingMessage {
   const encoded = encodePayload(payload)
+  const headers = withTraceContext(o.headers)
   // Fields are copied one by one: a spread ({ ...encoded }) cost several times the encoding itself.
   return {
     encoding: encoded.encoding,
@@ -57,7 +59,7 @@ export function outgoingPayload(payload: unknown, o: ParsedMessageOptions = {}):
     priority: o.priority ?? 0,
     dedupeKey: o.dedupeKey ?? null,
     groupKey: o.groupKey ?? null,
-    headers: o.headers ? JSON.stringify(o.headers) : null,
+    headers: headers ? JSON.stringify(headers) : null,
   }
 }
 

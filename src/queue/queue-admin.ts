@@ -92,6 +92,13 @@ export class QueueAdmin {
     return (await q.selectQueues(this.db, this.s)).map(queueInfo)
   }
 
+  /** Deletes every message of a queue (waiting, delayed and in flight), keeping the queue; returns how many. */
+  async purge(name: string): Promise<number> {
+    assertQueueName(name)
+    if (!(await q.selectQueue(this.db, this.s, name))) throw new QueueNotFoundError(name)
+    return q.purgeMessages(this.db, this.s, name)
+  }
+
   /**
    * Deletes a queue. Refuses one that still holds messages unless `purge` is set, and one that
    * another queue uses as its dead letter. Its default dead letter `<name>.dead` goes with it

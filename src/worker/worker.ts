@@ -9,6 +9,7 @@ import { extend, releaseDeliveries } from '../queue/consumer.js'
 import { queueNameOf, type QueueRef } from '../queue/define-queue.js'
 import type { Message } from '../queue/message.js'
 import type { SchemaName } from '../schema-name.js'
+import { inConsumerSpan } from '../tracing/consumer-span.js'
 import { AckBatcher } from './ack-batcher.js'
 import { ClaimLoop } from './claim-loop.js'
 import { ConsumerLifecycle } from './consumer-lifecycle.js'
@@ -61,7 +62,9 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       concurrency: settings.concurrency,
       handlerTimeoutMs: settings.handlerTimeoutMs,
       completer,
-      invoke: (run, tx) => handler(run.delivery, this.context(run, tx)),
+      // The handler runs in a consumer span whose parent is the trace context the message carries
+      // (a no-op check without an OpenTelemetry SDK).
+      invoke: (run, tx) => inConsumerSpan(run.delivery, async () => handler(run.delivery, this.context(run, tx))),
       // The runner's events are the worker's, under the same names, for messages of this worker's type.
       events: this as unknown as RunnerOptions<Message<P>, HeldLease>['events'],
       report,

@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import type { SchemaName } from '../../schema-name.js'
-import { renderTable } from './text-table.js'
+import { renderTable } from '../text-table.js'
 
 /** One inspection query: what it answers, and its SQL. */
 export interface OperatorQuery {

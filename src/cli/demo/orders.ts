@@ -3,7 +3,7 @@ import type { Message } from '../../queue/message.js'
 import type { DemoContext, ScenarioResult } from './scenario.js'
 import { scenarioResult, stopWorkers } from './scenario.js'
 import { Tally } from './tally.js'
-import { renderTable } from './text-table.js'
+import { renderTable } from '../text-table.js'
 
 /** The app's tables, as Kysely sees them. */
 interface AppDatabase {

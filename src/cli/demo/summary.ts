@@ -1,5 +1,5 @@
 import type { ScenarioResult } from './scenario.js'
-import { renderTable } from './text-table.js'
+import { renderTable } from '../text-table.js'
 
 /**
  * The summary table: per scenario, messages sent (counted in the database), handled, retried and
