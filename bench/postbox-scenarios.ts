@@ -1,6 +1,10 @@
-import type { Message, Postbox } from '../src/index.js'
+import { Postbox, type Message } from '../src/index.js'
 import type { BenchDb } from './bench-db.js'
-import { CONCURRENCY } from './bench-db.js'
+import { CONCURRENCY, POOL_SIZE } from './bench-db.js'
+import type { Contender, EndToEndRun } from './contender.js'
+import type { CpuReading } from './cpu.js'
+import { settle, timeDrain } from './end-to-end.js'
+import { recordingPool } from './statement-log.js'
 import { drain, progress, sleep, throughput } from './measure.js'
 
 const PAYLOAD = { to: 'someone@example.com', template: 'welcome', n: 42 }
@@ -8,16 +12,6 @@ const PAYLOAD = { to: 'someone@example.com', template: 'welcome', n: 42 }
 async function purge(db: BenchDb, queue: string): Promise<void> {
   await db.sql(`DELETE FROM ${db.schema}.messages WHERE queue = $1`, [queue])
   await db.sql(`VACUUM ANALYZE ${db.schema}.messages`)
-}
-
-/** Resolves when `count` messages have completed on the worker. */
-function completions(worker: { on(event: 'completed', fn: () => void): unknown }, count: number): Promise<void> {
-  let done = 0
-  return new Promise((resolve) => {
-    worker.on('completed', () => {
-      if (++done === count) resolve()
-    })
-  })
 }
 
 /** Single `send` from 10 callers while a worker consumes the queue (wake-ups on): messages per second. */
@@ -52,17 +46,42 @@ async function preload(db: BenchDb, queue: string, count: number): Promise<void>
   await db.sql(`VACUUM ANALYZE ${db.schema}.messages`)
 }
 
-/** 20,000 preloaded messages drained by work() at concurrency 10, no-op handler: messages per second. */
-export async function endToEnd(db: BenchDb, count = 20_000): Promise<number> {
+/**
+ * 20,000 preloaded messages drained by work() at concurrency 10, no-op handler, on a Postbox whose
+ * pool records its statements (claim sizes, ack batch sizes): rate and CPU per message.
+ */
+export async function endToEnd(db: BenchDb, readCpu: () => CpuReading, count = 20_000): Promise<EndToEndRun> {
   await preload(db, 'bench-e2e', count)
-  const started = performance.now()
-  const worker = db.postbox.work('bench-e2e', () => {}, { concurrency: CONCURRENCY })
-  await completions(worker, count)
-  await worker.stop()
-  const rate = (count / (performance.now() - started)) * 1000
-  const [left] = await db.postbox.stats('bench-e2e')
-  if (left?.total !== 0) throw new Error(`end-to-end left ${left?.total} messages behind`)
-  return rate
+  await settle(db, [`${db.schema}.messages`])
+  const { pool, log } = recordingPool(db.url, POOL_SIZE)
+  const postbox = new Postbox({ pool, schema: db.schema })
+  try {
+    log.start()
+    const result = await timeDrain(readCpu, count, async (handled) => {
+      const worker = postbox.work('bench-e2e', () => handled(), { concurrency: CONCURRENCY })
+      return () => worker.stop()
+    })
+    const statements = log.stop()
+    const [left] = await db.postbox.stats('bench-e2e')
+    if (left?.total !== 0) throw new Error(`end-to-end left ${left?.total} messages behind`)
+    const claims = statements.filter((st) => /:(ack_and_)?receive$/.test(st.name)).map((st) => st.rows - (st.name.endsWith('ack_and_receive') ? 1 : 0))
+    return { ...result, statements, claims }
+  } finally {
+    await postbox.close()
+    await pool.end()
+  }
+}
+
+/** postbox as one contender among the peers, with the scenarios above. */
+export function postboxContender(db: BenchDb, readCpu: () => CpuReading): Contender {
+  return {
+    name: 'postbox',
+    endToEnd: (count) => endToEnd(db, readCpu, count),
+    sendWithConsumer: (durationMs) => sendWithConsumer(db, durationMs),
+    sendBatches: (durationMs) => sendBatches(db, durationMs),
+    wakeUpLatency: (sends, gapMs) => wakeUpLatency(db, sends, gapMs),
+    close: async () => {},
+  }
 }
 
 /** Enqueue call to handler start for `sends` sends `gapMs` apart to an idle worker: latencies in ms. */
