@@ -10,10 +10,18 @@ export interface EndToEndRun {
   nodeCpuUs: number
   /** Postgres CPU per message, microseconds (undefined when the server is not on this machine). */
   postgresCpuUs: number | undefined
+  /** Of which the client backends, running the statements (the rest: background writers, vacuum). */
+  postgresBackendsUs: number | undefined
   /** Statements run during the drain, when the contender's pool records them. */
   statements?: LoggedStatement[]
   /** Claim sizes, in order, when the contender reports them. */
   claims?: number[]
+}
+
+/** Called just before a drain's clock starts and just after it stops (diagnostics read the server's counters). */
+export interface DrainObserver {
+  before(): Promise<void>
+  after(): Promise<void>
 }
 
 /**
@@ -23,7 +31,7 @@ export interface EndToEndRun {
 export interface Contender {
   readonly name: string
   /** `count` messages preloaded (then vacuumed and checkpointed), drained by a no-op handler. */
-  endToEnd(count: number): Promise<EndToEndRun>
+  endToEnd(count: number, observer?: DrainObserver): Promise<EndToEndRun>
   /** Single sends from 10 callers while a worker consumes: messages per second. */
   sendWithConsumer(durationMs: number): Promise<number>
   /** Batches of 1,000 from 10 callers: messages per second. */

@@ -9,18 +9,53 @@ import type { BenchDb } from './bench-db.js'
 /** Clock ticks per second of /proc times (`getconf CLK_TCK`; 100 on every Linux we run). */
 const TICKS_PER_S = 100
 
-/** CPU microseconds used so far, by this process and by the server (undefined when not readable). */
-export interface CpuReading {
-  nodeUs: number
-  postgresUs: number | undefined
+/** Where Postgres's CPU went: client backends, the background processes, or children that exited. */
+export interface PostgresCpu {
+  /** Every process of the server. */
+  total: number
+  /** Live client backends: the statements themselves. */
+  backends: number
+  /** Live background processes: checkpointer, WAL writer, background writer, autovacuum launcher. */
+  background: number
+  /** The postmaster itself and the children it reaped: autovacuum workers, closed connections. */
+  exited: number
 }
 
-/** CPU used between two readings. */
+/** CPU microseconds used so far, by this process and by the server (undefined when not readable). */
+export interface CpuReading {
+  /** Node CPU when the reading began; `nodeUsEnd` when it ended (its own /proc reads lie between). */
+  nodeUs: number
+  nodeUsEnd?: number
+  postgresUs: number | undefined
+  postgres?: PostgresCpu
+  /** Per live child of the postmaster: its CPU so far and whether it is a client backend. */
+  children?: Map<number, { us: number; backend: boolean }>
+}
+
+/**
+ * CPU used between two readings. A child that exited in between is known only through the
+ * postmaster's reaped total: its time up to the first reading is taken off that, and the rest is
+ * counted as `exited` (pools close idle connections; autovacuum workers come and go).
+ */
 export function cpuBetween(before: CpuReading, after: CpuReading): CpuReading {
-  return {
-    nodeUs: after.nodeUs - before.nodeUs,
-    postgresUs: before.postgresUs === undefined || after.postgresUs === undefined ? undefined : after.postgresUs - before.postgresUs,
+  const nodeUs = after.nodeUs - (before.nodeUsEnd ?? before.nodeUs)
+  const a = after.postgres
+  const b = before.postgres
+  if (!a || !b || !after.children || !before.children) {
+    return { nodeUs, postgresUs: before.postgresUs === undefined || after.postgresUs === undefined ? undefined : after.postgresUs - before.postgresUs }
   }
+  let backends = 0
+  let background = 0
+  for (const [pid, now] of after.children) {
+    const delta = now.us - (before.children.get(pid)?.us ?? 0)
+    if (now.backend) backends += delta
+    else background += delta
+  }
+  let vanished = 0
+  for (const [pid, was] of before.children) if (!after.children.has(pid)) vanished += was.us
+  const exited = a.exited - b.exited - vanished
+  const total = backends + background + exited
+  return { nodeUs, postgresUs: total, postgres: { total, backends, background, exited } }
 }
 
 /** utime, stime, cutime, cstime and the parent pid from /proc/<pid>/stat (the fields after the command name). */
@@ -35,6 +70,42 @@ function stat(pid: number): { ppid: number; own: number; reaped: number } | unde
   }
 }
 
+/** Whether a child of the postmaster is a client backend, from its process title. */
+function isBackend(pid: number): boolean {
+  try {
+    const title = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+    return !/postgres: (checkpointer|background writer|walwriter|autovacuum|logical replication|io worker|startup|archiver|walsummarizer)/.test(title)
+  } catch {
+    return false
+  }
+}
+
+/** The live children of the postmaster (for profilers to attach to, too). */
+export function serverChildren(postmaster: number): number[] {
+  try {
+    // Cheap where the kernel has it: no walk over every process of a busy machine.
+    return readFileSync(`/proc/${postmaster}/task/${postmaster}/children`, 'utf8').trim().split(' ').filter(Boolean).map(Number)
+  } catch {
+    const pids: number[] = []
+    for (const entry of readdirSync('/proc')) {
+      const pid = Number(entry)
+      if (Number.isInteger(pid) && stat(pid)?.ppid === postmaster) pids.push(pid)
+    }
+    return pids
+  }
+}
+
+/** The postmaster's pid of the server behind `db`, if it runs on this machine and we may read its data directory. */
+export async function postmasterPid(db: BenchDb): Promise<number | undefined> {
+  try {
+    const [row] = await db.sql<{ dir: string }>('SELECT current_setting($1) AS dir', ['data_directory'])
+    const pid = Number(readFileSync(`${row?.dir}/postmaster.pid`, 'utf8').split('\n')[0])
+    return stat(pid) ? pid : undefined
+  } catch {
+    return undefined // not superuser, or not on this machine
+  }
+}
+
 /**
  * Reads CPU time of this process and of the server behind `db`: the postmaster's own time, what
  * it reaped from children that exited, and every live child's time. The server is found through
@@ -42,27 +113,27 @@ function stat(pid: number): { ppid: number; own: number; reaped: number } | unde
  * DATABASE_URL on this machine, and reads undefined for a remote one.
  */
 export async function cpuReader(db: BenchDb): Promise<() => CpuReading> {
-  let postmaster: number | undefined
-  try {
-    const [row] = await db.sql<{ dir: string }>('SELECT current_setting($1) AS dir', ['data_directory'])
-    postmaster = Number(readFileSync(`${row?.dir}/postmaster.pid`, 'utf8').split('\n')[0])
-    if (!stat(postmaster)) postmaster = undefined
-  } catch {
-    postmaster = undefined // not superuser, or not on this machine
+  const postmaster = await postmasterPid(db)
+  const toUs = (ticks: number) => (ticks / TICKS_PER_S) * 1e6
+  const node = () => {
+    const usage = process.cpuUsage()
+    return usage.user + usage.system
   }
   return () => {
-    const usage = process.cpuUsage()
-    const nodeUs = usage.user + usage.system
-    if (postmaster === undefined) return { nodeUs, postgresUs: undefined }
-    const root = stat(postmaster)
-    if (!root) return { nodeUs, postgresUs: undefined }
-    let ticks = root.own + root.reaped
-    for (const entry of readdirSync('/proc')) {
-      const pid = Number(entry)
-      if (!Number.isInteger(pid)) continue
-      const s = stat(pid)
-      if (s?.ppid === postmaster) ticks += s.own
+    const nodeUs = node()
+    const root = postmaster === undefined ? undefined : stat(postmaster)
+    if (postmaster === undefined || !root) return { nodeUs, postgresUs: undefined }
+    const children = new Map<number, { us: number; backend: boolean }>()
+    let backends = 0
+    let background = 0
+    for (const pid of serverChildren(postmaster)) {
+      const us = toUs(stat(pid)?.own ?? 0)
+      const backend = isBackend(pid)
+      children.set(pid, { us, backend })
+      if (backend) backends += us
+      else background += us
     }
-    return { nodeUs, postgresUs: (ticks / TICKS_PER_S) * 1e6 }
+    const exited = toUs(root.own + root.reaped)
+    return { nodeUs, nodeUsEnd: node(), postgresUs: backends + background + exited, postgres: { total: backends + background + exited, backends, background, exited }, children }
   }
 }

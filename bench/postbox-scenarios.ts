@@ -1,10 +1,10 @@
 import { Postbox, type Message } from '../src/index.js'
 import type { BenchDb } from './bench-db.js'
 import { CONCURRENCY, POOL_SIZE } from './bench-db.js'
-import type { Contender, EndToEndRun } from './contender.js'
+import type { Contender } from './contender.js'
 import type { CpuReading } from './cpu.js'
 import { settle, timeDrain } from './end-to-end.js'
-import { recordingPool } from './statement-log.js'
+import { recordingPool, type StatementLog } from './statement-log.js'
 import { drain, progress, sleep, throughput } from './measure.js'
 
 const PAYLOAD = { to: 'someone@example.com', template: 'welcome', n: 42 }
@@ -39,48 +39,47 @@ export async function sendBatches(db: BenchDb, durationMs: number): Promise<numb
 }
 
 /** Fills a queue with `count` messages through sendBatch, then vacuums. */
-async function preload(db: BenchDb, queue: string, count: number): Promise<void> {
-  await db.postbox.createQueue(queue)
+async function preload(db: BenchDb, queue: string, count: number, postbox: Postbox = db.postbox): Promise<void> {
+  await postbox.createQueue(queue)
   const batch = Array.from({ length: 1000 }, () => PAYLOAD)
-  for (let sent = 0; sent < count; sent += 1000) await db.postbox.sendBatch(queue, batch.slice(0, Math.min(1000, count - sent)))
+  for (let sent = 0; sent < count; sent += 1000) await postbox.sendBatch(queue, batch.slice(0, Math.min(1000, count - sent)))
   await db.sql(`VACUUM ANALYZE ${db.schema}.messages`)
 }
 
 /**
- * 20,000 preloaded messages drained by work() at concurrency 10, no-op handler, on a Postbox whose
- * pool records its statements (claim sizes, ack batch sizes): rate and CPU per message.
+ * postbox as one contender among the peers. Its end-to-end drains run on a Postbox of their own
+ * whose pool records its statements (claim sizes, ack batch sizes) and lives as long as the
+ * contender, as a peer's pool does: a new connection costs Postgres about 25 ms of CPU here and
+ * the first claim on it another 17 ms (plpgsql compiles receive and plans its statements), which
+ * a fresh pool per 20,000-message drain would charge to every round (about 20 µs per message).
  */
-export async function endToEnd(db: BenchDb, readCpu: () => CpuReading, count = 20_000): Promise<EndToEndRun> {
-  await preload(db, 'bench-e2e', count)
-  await settle(db, [`${db.schema}.messages`])
+export function postboxContender(db: BenchDb, readCpu: () => CpuReading): Contender & { log: StatementLog } {
   const { pool, log } = recordingPool(db.url, POOL_SIZE)
   const postbox = new Postbox({ pool, schema: db.schema })
-  try {
-    log.start()
-    const result = await timeDrain(readCpu, count, async (handled) => {
-      const worker = postbox.work('bench-e2e', () => handled(), { concurrency: CONCURRENCY })
-      return () => worker.stop()
-    })
-    const statements = log.stop()
-    const [left] = await db.postbox.stats('bench-e2e')
-    if (left?.total !== 0) throw new Error(`end-to-end left ${left?.total} messages behind`)
-    const claims = statements.filter((st) => /:(ack_and_)?receive$/.test(st.name)).map((st) => st.rows - (st.name.endsWith('ack_and_receive') ? 1 : 0))
-    return { ...result, statements, claims }
-  } finally {
-    await postbox.close()
-    await pool.end()
-  }
-}
-
-/** postbox as one contender among the peers, with the scenarios above. */
-export function postboxContender(db: BenchDb, readCpu: () => CpuReading): Contender {
   return {
     name: 'postbox',
-    endToEnd: (count) => endToEnd(db, readCpu, count),
+    log,
+    async endToEnd(count, observer) {
+      await preload(db, 'bench-e2e', count, postbox)
+      await settle(db, [`${db.schema}.messages`])
+      log.start()
+      const result = await timeDrain(readCpu, count, async (handled) => {
+        const worker = postbox.work('bench-e2e', () => handled(), { concurrency: CONCURRENCY })
+        return () => worker.stop()
+      }, observer)
+      const statements = log.stop()
+      const [left] = await postbox.stats('bench-e2e')
+      if (left?.total !== 0) throw new Error(`end-to-end left ${left?.total} messages behind`)
+      const claims = statements.filter((st) => /:(ack_and_)?receive$/.test(st.name)).map((st) => st.rows - (st.name.endsWith('ack_and_receive') ? 1 : 0))
+      return { ...result, statements, claims }
+    },
     sendWithConsumer: (durationMs) => sendWithConsumer(db, durationMs),
     sendBatches: (durationMs) => sendBatches(db, durationMs),
     wakeUpLatency: (sends, gapMs) => wakeUpLatency(db, sends, gapMs),
-    close: async () => {},
+    close: async () => {
+      await postbox.close()
+      await pool.end()
+    },
   }
 }
 

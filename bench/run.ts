@@ -29,6 +29,7 @@ const churnMs = toMilliseconds(args.churn ?? (quick ? '20s' : '10m')) ?? 600_000
 const backlog = quick ? 200_000 : 1_000_000
 const E2E_COUNT = 20_000
 const E2E_ROUNDS = 3
+const E2E_WARM_UP = 2_000
 /** Wake-up latency: blocks of sends per contender, taken in turn so that noise hits all alike. */
 const LATENCY_BLOCKS = quick ? 1 : 5
 const LATENCY_SENDS = 200
@@ -76,8 +77,13 @@ try {
   })
 
   // End-to-end: rounds taken in turn (raw drain, postbox, each peer), each from a vacuumed and
-  // checkpointed state; the median round of each counts.
-  const drains: { rate: number; nodeCpuUs: number; postgresCpuUs: number | undefined }[] = []
+  // checkpointed state; the median round of each counts. A first, shorter drain of each warms its
+  // connections (a backend's first statements compile and plan) and Node's JIT, and is not counted.
+  for (const c of contenders) {
+    progress(`end-to-end warm-up: ${c.name}, ${E2E_WARM_UP.toLocaleString()} messages`)
+    await c.endToEnd(E2E_WARM_UP)
+  }
+  const drains: { rate: number; nodeCpuUs: number; postgresCpuUs: number | undefined; postgresBackendsUs: number | undefined }[] = []
   const runs = new Map<string, EndToEndRun[]>(contenders.map((c) => [c.name, []]))
   for (let round = 1; round <= E2E_ROUNDS; round++) {
     progress(`end-to-end round ${round} of ${E2E_ROUNDS}: raw DELETE … SKIP LOCKED drain of ${E2E_COUNT.toLocaleString()}`)
@@ -86,11 +92,16 @@ try {
     const before = readCpu()
     const rate = await rawDrain(db)
     const cpu = cpuBetween(before, readCpu())
-    drains.push({ rate, nodeCpuUs: cpu.nodeUs / E2E_COUNT, postgresCpuUs: cpu.postgresUs === undefined ? undefined : cpu.postgresUs / E2E_COUNT })
+    drains.push({
+      rate,
+      nodeCpuUs: cpu.nodeUs / E2E_COUNT,
+      postgresCpuUs: cpu.postgresUs === undefined ? undefined : cpu.postgresUs / E2E_COUNT,
+      postgresBackendsUs: cpu.postgres === undefined ? undefined : cpu.postgres.backends / E2E_COUNT,
+    })
     for (const c of contenders) {
       progress(`end-to-end round ${round} of ${E2E_ROUNDS}: ${c.name}, ${E2E_COUNT.toLocaleString()} preloaded, concurrency 10`)
       const run = await c.endToEnd(E2E_COUNT)
-      progress(`  ${Math.round(run.rate).toLocaleString()} msg/s, Node ${run.nodeCpuUs.toFixed(1)} µs/msg, Postgres ${run.postgresCpuUs?.toFixed(1) ?? '?'} µs/msg`)
+      progress(`  ${Math.round(run.rate).toLocaleString()} msg/s, Node ${run.nodeCpuUs.toFixed(1)} µs/msg, Postgres ${run.postgresCpuUs?.toFixed(1) ?? '?'} µs/msg (backends ${run.postgresBackendsUs?.toFixed(1) ?? '?'})`)
       runs.get(c.name)?.push(run)
     }
   }
@@ -122,8 +133,7 @@ try {
   }
   rows.push(latencyRow(50, { atMost: 2 }), latencyRow(95, {}), latencyRow(99, { atMost: 6, gw: 1 }))
 
-  for (const peer of peers) await peer.close()
-  contenders.splice(1)
+  for (const c of contenders.splice(0)) await c.close()
 
   progress('postbox: claim rate, small queue')
   const small = await scenario.claimRate(db, 10_000)
@@ -169,7 +179,7 @@ try {
   writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), source: db.source, quick, peers: withPeers, rows, diagnostics, churn: samples, latencies: Object.fromEntries(latencies) }, null, 2))
   progress(`wrote ${file.pathname}`)
 } finally {
-  for (const c of contenders.slice(1)) await c.close().catch(() => {})
+  for (const c of contenders) await c.close().catch(() => {})
   await db.close()
 }
 
@@ -179,18 +189,18 @@ try {
  * handler. These say where a gap comes from; the rates alone do not.
  */
 function printEndToEndDiagnostics(
-  drains: readonly { rate: number; nodeCpuUs: number; postgresCpuUs: number | undefined }[],
+  drains: readonly { rate: number; nodeCpuUs: number; postgresCpuUs: number | undefined; postgresBackendsUs: number | undefined }[],
   runs: ReadonlyMap<string, readonly EndToEndRun[]>,
   latencies: ReadonlyMap<string, readonly number[]>,
 ) {
   const fmt = (v: number | undefined, digits = 1) => (v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(digits))
   const out: Record<string, unknown> = {}
-  const lines: string[][] = [['end-to-end', 'msg/s per round', 'Node µs/msg', 'Postgres µs/msg', 'stmts/msg', 'mean claim', 'mean completion batch', 'first handler ms']]
+  const lines: string[][] = [['end-to-end', 'msg/s per round', 'Node µs/msg', 'Postgres µs/msg (backends)', 'stmts/msg', 'mean claim', 'mean completion batch', 'first handler ms']]
   lines.push([
     'raw DELETE drain',
     drains.map((d) => Math.round(d.rate).toLocaleString('en-US')).join(' / '),
     fmt(median(drains.map((d) => d.nodeCpuUs))),
-    fmt(median(drains.map((d) => d.postgresCpuUs ?? Number.NaN))),
+    `${fmt(median(drains.map((d) => d.postgresCpuUs ?? Number.NaN)))} (${fmt(median(drains.map((d) => d.postgresBackendsUs ?? Number.NaN)))})`,
     '0.01', '100', '-', '-',
   ])
   for (const [name, list] of runs) {
@@ -206,7 +216,7 @@ function printEndToEndDiagnostics(
       name,
       list.map((r) => Math.round(r.rate).toLocaleString('en-US')).join(' / '),
       fmt(median(list.map((r) => r.nodeCpuUs))),
-      fmt(median(list.map((r) => r.postgresCpuUs ?? Number.NaN))),
+      `${fmt(median(list.map((r) => r.postgresCpuUs ?? Number.NaN)))} (${fmt(median(list.map((r) => r.postgresBackendsUs ?? Number.NaN)))})`,
       statements.length ? fmt(statements.length / messages, 3) : '-',
       claims.length ? fmt(claims.reduce((a, b) => a + b, 0) / claims.length) : '-',
       ackStatements ? fmt(acked / ackStatements) : '-',
@@ -216,6 +226,16 @@ function printEndToEndDiagnostics(
   const widths = (lines[0] as string[]).map((_, i) => Math.max(...lines.map((l) => (l[i] as string).length)))
   console.log('')
   for (const l of lines) console.log(l.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd())
+  const q = (v: readonly number[]) => `n=${v.length} p10 ${percentile(v, 10)} p50 ${percentile(v, 50)} p90 ${percentile(v, 90)} max ${Math.max(...v)}`
+  for (const [name, list] of runs) {
+    const claims = list.flatMap((r) => r.claims ?? [])
+    if (claims.length) console.log(`${name} claim sizes: ${q(claims)}`)
+    const byName = new Map<string, number[]>()
+    for (const st of list.flatMap((r) => r.statements ?? [])) {
+      if (st.arrayLength !== undefined) byName.set(st.name, [...(byName.get(st.name) ?? []), st.arrayLength])
+    }
+    for (const [statement, sizes] of byName) console.log(`${name} ${statement.replace(/^postbox:[^:]+:/, '')} ids per statement: ${q(sizes)}`)
+  }
   const spread = [...latencies].map(([name, v]) => `${name} ${percentile(v, 50).toFixed(2)} / ${percentile(v, 95).toFixed(2)} / ${percentile(v, 99).toFixed(2)} / max ${Math.max(...v).toFixed(2)} ms (n=${v.length})`)
   console.log(`\nwake-up p50 / p95 / p99 / max: ${spread.join('; ')}`)
   return out

@@ -19,13 +19,13 @@ export interface LoggedStatement {
 
 type Callback = (error: Error | null, result?: { rowCount?: number | null; rows?: unknown[] }) => void
 
-function describe(config: unknown, values: unknown): { name: string; arrayLength: number | undefined } {
+function describe(config: unknown, values: unknown): { name: string; text: string; params: unknown[]; arrayLength: number | undefined } {
   const c = config as { name?: string; text?: string; values?: unknown[] } | string
   const text = typeof c === 'string' ? c : (c?.text ?? '')
   const name = (typeof c === 'object' && c?.name) || text.replace(/\s+/g, ' ').trim().slice(0, 40)
   const params = (typeof c === 'object' && c?.values) || (Array.isArray(values) ? values : [])
   const array = params.find((p) => Array.isArray(p)) as unknown[] | undefined
-  return { name, arrayLength: array?.length }
+  return { name, text, params, arrayLength: array?.length }
 }
 
 /** A pg Pool of `max` connections that appends every statement to `log` while `log.enabled`. */
@@ -35,7 +35,8 @@ export function recordingPool(connectionString: string, max: number): { pool: pg
     // pg's query has many overloads; all of them pass through here untouched.
     override query(...args: unknown[]): never {
       if (!log.enabled) return (super.query as (...a: unknown[]) => never)(...args)
-      const { name, arrayLength } = describe(args[0], args[1])
+      const { name, text, params, arrayLength } = describe(args[0], args[1])
+      if (!log.texts.has(name)) log.texts.set(name, { text, values: params })
       const startedMs = performance.now()
       const record = (rows: number) => log.add({ name, startedMs, ms: performance.now() - startedMs, rows, arrayLength })
       const last = args.length - 1
@@ -66,6 +67,8 @@ export function recordingPool(connectionString: string, max: number): { pool: pg
 export class StatementLog {
   enabled = false
   statements: LoggedStatement[] = []
+  /** The text and parameters of the first statement of each name, to replay a peer's exact SQL. */
+  readonly texts = new Map<string, { text: string; values: unknown[] }>()
 
   add(s: LoggedStatement): void {
     this.statements.push(s)

@@ -6,7 +6,7 @@ import type { Contender } from '../contender.js'
 import type { CpuReading } from '../cpu.js'
 import { settle, timeDrain } from '../end-to-end.js'
 import { sleep, throughput } from '../measure.js'
-import { recordingPool } from '../statement-log.js'
+import { recordingPool, type StatementLog } from '../statement-log.js'
 
 // graphile-worker with the settings its performance page documents for throughput
 // (worker.graphile.org/docs/performance): a local queue of 500 (jobs fetched and locked 500 at a
@@ -29,7 +29,8 @@ export const GRAPHILE_WORKER_SETTINGS = {
 
 const silent = new Logger(() => () => {})
 
-export async function graphileWorker(db: BenchDb, readCpu: () => CpuReading): Promise<Contender> {
+/** graphile-worker as a contender; `log` holds its statements (diagnostics replay them), `schema` its schema. */
+export async function graphileWorker(db: BenchDb, readCpu: () => CpuReading): Promise<Contender & { log: StatementLog; schema: string }> {
   const schema = `gw_bench_${process.pid}`
   const { pool, log } = recordingPool(db.url, POOL_SIZE)
   const utils: WorkerUtils = await makeWorkerUtils({ pgPool: pool, schema, logger: silent })
@@ -57,8 +58,10 @@ export async function graphileWorker(db: BenchDb, readCpu: () => CpuReading): Pr
 
   return {
     name: 'graphile-worker',
+    log,
+    schema,
 
-    async endToEnd(count) {
+    async endToEnd(count, observer) {
       await purge()
       const batch = Array.from({ length: 1000 }, () => ({ identifier: TASK, payload: PAYLOAD }))
       for (let sent = 0; sent < count; sent += 1000) await utils.addJobs(batch.slice(0, Math.min(1000, count - sent)))
@@ -70,7 +73,7 @@ export async function graphileWorker(db: BenchDb, readCpu: () => CpuReading): Pr
       const result = await timeDrain(readCpu, count, async (handled) => {
         const r = await runner(() => handled(), events)
         return () => r.stop()
-      })
+      }, observer)
       const statements = log.stop()
       const [left] = await db.sql<{ n: number }>(`SELECT count(*)::int AS n FROM ${jobs}`)
       if (left?.n !== 0) throw new Error(`graphile-worker end-to-end left ${left?.n} jobs behind`)

@@ -48,7 +48,7 @@ export async function pgBoss(db: BenchDb, readCpu: () => CpuReading): Promise<Co
   return {
     name: 'pg-boss',
 
-    async endToEnd(count) {
+    async endToEnd(count, observer) {
       const name = await queue()
       const batch = Array.from({ length: 1000 }, () => ({ data: PAYLOAD }))
       for (let sent = 0; sent < count; sent += 1000) await boss.insert(name, batch.slice(0, Math.min(1000, count - sent)))
@@ -56,7 +56,7 @@ export async function pgBoss(db: BenchDb, readCpu: () => CpuReading): Promise<Co
       const result = await timeDrain(readCpu, count, async (handled) => {
         await work(name, () => handled())
         return () => boss.offWork(name, { wait: true })
-      })
+      }, observer)
       const [done] = await db.sql<{ n: number }>(`SELECT count(*)::int AS n FROM ${jobs} WHERE name = $1 AND state = 'completed'`, [name])
       if (done?.n !== count) throw new Error(`pg-boss end-to-end completed ${done?.n} of ${count} jobs`)
       await purge(name)
