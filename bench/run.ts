@@ -229,7 +229,17 @@ function printEndToEndDiagnostics(
   const q = (v: readonly number[]) => `n=${v.length} p10 ${percentile(v, 10)} p50 ${percentile(v, 50)} p90 ${percentile(v, 90)} max ${Math.max(...v)}`
   for (const [name, list] of runs) {
     const claims = list.flatMap((r) => r.claims ?? [])
-    if (claims.length) console.log(`${name} claim sizes: ${q(claims)}`)
+    if (claims.length) {
+      // Mean claim per tenth of each drain, in claim order: how fast the claims grow to size.
+      const tenths = Array.from({ length: 10 }, (_, t) => {
+        const parts = list.map((r) => {
+          const c = r.claims ?? []
+          return c.slice(Math.floor((c.length * t) / 10), Math.floor((c.length * (t + 1)) / 10))
+        }).flat()
+        return parts.length ? Math.round(parts.reduce((a, b) => a + b, 0) / parts.length) : 0
+      })
+      console.log(`${name} claim sizes: ${q(claims)}; mean per tenth of the drain: ${tenths.join(' ')}`)
+    }
     const byName = new Map<string, number[]>()
     for (const st of list.flatMap((r) => r.statements ?? [])) {
       if (st.arrayLength !== undefined) byName.set(st.name, [...(byName.get(st.name) ?? []), st.arrayLength])
