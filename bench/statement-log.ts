@@ -59,7 +59,10 @@ export function recordingPool(connectionString: string, max: number): { pool: pg
     }
   }
   const pool = new pg.Pool({ connectionString, max, Client: RecordingClient })
+  // A client that fails while idle is replaced by the pool; graphile-worker checks that both
+  // handlers exist and warns otherwise.
   pool.on('error', () => {})
+  pool.on('connect', (client) => client.on('error', () => {}))
   return { pool, log }
 }
 
