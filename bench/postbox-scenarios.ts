@@ -1,6 +1,10 @@
-import type { Message, Postbox } from '../src/index.js'
+import { Postbox, type Message } from '../src/index.js'
 import type { BenchDb } from './bench-db.js'
-import { CONCURRENCY } from './bench-db.js'
+import { CONCURRENCY, POOL_SIZE } from './bench-db.js'
+import type { Contender } from './contender.js'
+import type { CpuReading } from './cpu.js'
+import { settle, timeDrain } from './end-to-end.js'
+import { recordingPool, type StatementLog } from './statement-log.js'
 import { drain, progress, sleep, throughput } from './measure.js'
 
 const PAYLOAD = { to: 'someone@example.com', template: 'welcome', n: 42 }
@@ -8,16 +12,6 @@ const PAYLOAD = { to: 'someone@example.com', template: 'welcome', n: 42 }
 async function purge(db: BenchDb, queue: string): Promise<void> {
   await db.sql(`DELETE FROM ${db.schema}.messages WHERE queue = $1`, [queue])
   await db.sql(`VACUUM ANALYZE ${db.schema}.messages`)
-}
-
-/** Resolves when `count` messages have completed on the worker. */
-function completions(worker: { on(event: 'completed', fn: () => void): unknown }, count: number): Promise<void> {
-  let done = 0
-  return new Promise((resolve) => {
-    worker.on('completed', () => {
-      if (++done === count) resolve()
-    })
-  })
 }
 
 /** Single `send` from 10 callers while a worker consumes the queue (wake-ups on): messages per second. */
@@ -45,24 +39,48 @@ export async function sendBatches(db: BenchDb, durationMs: number): Promise<numb
 }
 
 /** Fills a queue with `count` messages through sendBatch, then vacuums. */
-async function preload(db: BenchDb, queue: string, count: number): Promise<void> {
-  await db.postbox.createQueue(queue)
+async function preload(db: BenchDb, queue: string, count: number, postbox: Postbox = db.postbox): Promise<void> {
+  await postbox.createQueue(queue)
   const batch = Array.from({ length: 1000 }, () => PAYLOAD)
-  for (let sent = 0; sent < count; sent += 1000) await db.postbox.sendBatch(queue, batch.slice(0, Math.min(1000, count - sent)))
+  for (let sent = 0; sent < count; sent += 1000) await postbox.sendBatch(queue, batch.slice(0, Math.min(1000, count - sent)))
   await db.sql(`VACUUM ANALYZE ${db.schema}.messages`)
 }
 
-/** 20,000 preloaded messages drained by work() at concurrency 10, no-op handler: messages per second. */
-export async function endToEnd(db: BenchDb, count = 20_000): Promise<number> {
-  await preload(db, 'bench-e2e', count)
-  const started = performance.now()
-  const worker = db.postbox.work('bench-e2e', () => {}, { concurrency: CONCURRENCY })
-  await completions(worker, count)
-  await worker.stop()
-  const rate = (count / (performance.now() - started)) * 1000
-  const [left] = await db.postbox.stats('bench-e2e')
-  if (left?.total !== 0) throw new Error(`end-to-end left ${left?.total} messages behind`)
-  return rate
+/**
+ * postbox as one contender among the peers. Its end-to-end drains run on a Postbox of their own
+ * whose pool records its statements (claim sizes, ack batch sizes) and lives as long as the
+ * contender, as a peer's pool does: a new connection costs Postgres about 25 ms of CPU here and
+ * the first claim on it another 17 ms (plpgsql compiles receive and plans its statements), which
+ * a fresh pool per 20,000-message drain would charge to every round (about 20 µs per message).
+ */
+export function postboxContender(db: BenchDb, readCpu: () => CpuReading): Contender & { log: StatementLog } {
+  const { pool, log } = recordingPool(db.url, POOL_SIZE)
+  const postbox = new Postbox({ pool, schema: db.schema })
+  return {
+    name: 'postbox',
+    log,
+    async endToEnd(count, observer) {
+      await preload(db, 'bench-e2e', count, postbox)
+      await settle(db, [`${db.schema}.messages`])
+      log.start()
+      const result = await timeDrain(readCpu, count, async (handled) => {
+        const worker = postbox.work('bench-e2e', () => handled(), { concurrency: CONCURRENCY })
+        return () => worker.stop()
+      }, observer)
+      const statements = log.stop()
+      const [left] = await postbox.stats('bench-e2e')
+      if (left?.total !== 0) throw new Error(`end-to-end left ${left?.total} messages behind`)
+      const claims = statements.filter((st) => /:(ack_and_)?receive$/.test(st.name)).map((st) => st.rows - (st.name.endsWith('ack_and_receive') ? 1 : 0))
+      return { ...result, statements, claims }
+    },
+    sendWithConsumer: (durationMs) => sendWithConsumer(db, durationMs),
+    sendBatches: (durationMs) => sendBatches(db, durationMs),
+    wakeUpLatency: (sends, gapMs) => wakeUpLatency(db, sends, gapMs),
+    close: async () => {
+      await postbox.close()
+      await pool.end()
+    },
+  }
 }
 
 /** Enqueue call to handler start for `sends` sends `gapMs` apart to an idle worker: latencies in ms. */
