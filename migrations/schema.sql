@@ -4,7 +4,7 @@
 -- out of date (test/schema-snapshot.test.ts). Do not edit it and do not apply it: the numbered
 -- files are the migrations. It is here to be read: the live body of every function, whichever
 -- migration last restated it, and every table, index and view. {{schema}} is the quoted schema
--- name, {{schema_name}} the bare one, as in the migrations.
+-- name, {{schema_name}} the bare one, as in the migrations. Views as PostgreSQL 18 deparses them.
 
 CREATE TABLE {{schema}}.bindings (
   queue text NOT NULL,
