@@ -68,6 +68,22 @@ describe('postbox queues / stats', () => {
   })
 })
 
+describe('postbox bindings', () => {
+  it('lists bindings as a table and as JSON, with the unrouted count, and refuses an unknown queue', async () => {
+    const queue = await freshQueue()
+    await t.postbox.bind(queue, 'invoice.#', { filter: { tier: 'gold' } })
+    const table = await runCli(['bindings', queue, ...conn()])
+    expect(table.code).toBe(0)
+    expect(table.stdout).toMatch(new RegExp(`^ ${queue} +\\| invoice\\.# +\\| \\{"tier":"gold"\\}`, 'm'))
+    expect(table.stdout).toMatch(/^unrouted publishes: \d+/m)
+    const json = await runCli(['bindings', '--json', ...conn()])
+    expect(JSON.parse(json.stdout).bindings).toContainEqual({ queue, pattern: 'invoice.#', filter: { tier: 'gold' } })
+    const unknown = await runCli(['bindings', 'no-such-queue', ...conn()])
+    expect(unknown.code).toBe(1)
+    expect(oneLine(unknown.stderr)).toBe("postbox: queue 'no-such-queue' does not exist; create it with createQueue()")
+  })
+})
+
 describe('postbox peek', () => {
   it('reads messages without claiming them: no lease, attempt or availability changes', async () => {
     const queue = await freshQueue()

@@ -59,6 +59,22 @@ describe('the dashboard pages and API', () => {
     expect(messages.messages.map((m) => m.payload)).toEqual([{ html: '<script>alert(1)</script>' }])
   })
 
+  it('lists the bindings with their filters, escaped, and the unrouted publishes', async () => {
+    await t.postbox.createQueue('d-bound')
+    await t.postbox.bind('d-bound', 'orders.*.created', { filter: { region: ['<eu>', 'us'] } })
+    await t.postbox.publish('nobody.listens.here', { n: 1 })
+    const url = await serve()
+    const page = await (await fetch(`${url}/bindings`)).text()
+    expect(page).toMatch(/<tr data-queue="d-bound">[\s\S]*?<code>orders\.\*\.created<\/code>[\s\S]*?&lt;eu&gt;/)
+    expect(page).not.toContain('<eu>')
+    expect(page).toMatch(/data-testid="unrouted">Unrouted publishes: <strong>[1-9]/)
+    expect(page).toContain('<code>nobody.listens.here</code>')
+    const api = await (await fetch(`${url}/api/bindings`)).json() as { bindings: unknown[]; unrouted: { count: number; lastRoutingKey: string } }
+    expect(api.bindings).toContainEqual({ queue: 'd-bound', pattern: 'orders.*.created', filter: { region: ['<eu>', 'us'] } })
+    expect(api.unrouted).toMatchObject({ lastRoutingKey: 'nobody.listens.here' })
+    expect(api.unrouted.count).toBeGreaterThanOrEqual(1)
+  })
+
   it('answers 404 for an unknown queue and path, and serves /metrics as Prometheus text', async () => {
     await t.postbox.createQueue('d-metrics')
     await t.postbox.send('d-metrics', 1)

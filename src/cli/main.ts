@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander'
 import { cliErrorLine, exitCodeOf } from './cli-errors.js'
+import { registerBindings } from './commands/bindings.js'
 import { registerDashboard } from './commands/dashboard.js'
 import { registerDemo } from './commands/demo.js'
 import { registerMigrate } from './commands/migrate.js'
@@ -16,7 +17,7 @@ import { registerStats } from './commands/stats.js'
 // and one line below.
 const COMMANDS = [
   registerMigrate, registerQueues, registerStats, registerPeek, registerSend, registerRedrive, registerPurge,
-  registerDashboard, registerDemo, registerRoles,
+  registerBindings, registerDashboard, registerDemo, registerRoles,
 ]
 
 const program = new Command('postbox')

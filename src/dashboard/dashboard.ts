@@ -10,6 +10,7 @@ import { href, page } from './page.js'
 import { bodyKind, readBody } from './request-body.js'
 import { htmlResponse, jsonResponse, wantsJson, type DashboardContext, type DashboardPostbox, type DashboardRequest, type DashboardResponse, type Route } from './routes.js'
 import { assetRoutes } from './sections/assets.js'
+import { bindingRoutes } from './sections/bindings.js'
 import { deadLetterRoutes } from './sections/dead-letters.js'
 import { loginRoutes } from './sections/login.js'
 import { metricsRoutes } from './sections/metrics.js'
@@ -20,7 +21,7 @@ import { StatsSampler } from './stats-sampler.js'
 // Each domain's pages and API live in sections/<name>.ts as a list of routes; a new section
 // (bindings, streams, schedules) is a new file and one entry here.
 const ROUTES: readonly Route[] = [
-  ...assetRoutes, ...loginRoutes, ...overviewRoutes, ...queuePageRoutes, ...deadLetterRoutes, ...metricsRoutes,
+  ...assetRoutes, ...loginRoutes, ...overviewRoutes, ...queuePageRoutes, ...deadLetterRoutes, ...bindingRoutes, ...metricsRoutes,
 ]
 
 /** Options of {@link createDashboard}. */

@@ -8,6 +8,7 @@ body { margin: 0; }
 header { display: flex; gap: 1.5em; align-items: baseline; padding: .6em 1.2em; background: #1f2d3d; color: #eee; }
 header a.brand { color: #fff; font-weight: 700; text-decoration: none; font-size: 1.2em; }
 header code { color: #fff; }
+header nav.sections a { color: #cde; margin-right: .8em; }
 .mode { margin-left: auto; padding: .1em .6em; border-radius: 1em; font-size: .85em; }
 .mode.read-only { background: #44546a; }
 .mode.actions { background: #b54708; }
