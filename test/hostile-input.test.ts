@@ -172,6 +172,17 @@ describe('hostile input: send options, headers and keys', () => {
     }), { numRuns: 150 })
   })
 
+  it('a header named __proto__ round-trips, and is checked like any other', async () => {
+    const headers = JSON.parse('{"__proto__": "kept", "a": "b"}') as Record<string, string>
+    await t.postbox.send('hostile', 'x', { headers })
+    const [m] = await t.postbox.receive('hostile')
+    await t.postbox.ack(m!)
+    expect(Object.entries(m!.headers).sort()).toEqual([['__proto__', 'kept'], ['a', 'b']])
+    const before = await t.sql(`SELECT count(*)::int AS n FROM ${s()}.messages`)
+    await expect(t.postbox.send('hostile', 'x', { headers: JSON.parse('{"__proto__": 5}') })).rejects.toSatisfy((e) => e instanceof InvalidOptionsError && e.message.includes('headers.__proto__: '))
+    expect(await t.sql(`SELECT count(*)::int AS n FROM ${s()}.messages`)).toEqual(before)
+  })
+
   it('headers and keys round-trip exactly to the consumer', async () => {
     const valid = fc.record({
       headers: fc.dictionary(fc.string({ unit: 'binary', maxLength: 12 }).filter((k) => !k.includes('\u0000')),

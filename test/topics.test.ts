@@ -1,7 +1,7 @@
 import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { PayloadTooLargeError, QueueNotFoundError, UnroutableError, defineQueue } from '../src/index.js'
+import { InvalidFilterError, PayloadTooLargeError, QueueNotFoundError, UnroutableError, defineQueue } from '../src/index.js'
 import { z } from 'zod'
 import { waitFor } from './support/wait-for.js'
 import { useTestSchema } from './support/test-schema.js'
@@ -292,6 +292,16 @@ describe('bindings', () => {
     expect(await t.postbox.matchingQueues('odd', { headers: { [odd]: odd } })).toEqual(['f2'])
     expect(await t.postbox.matchingQueues('odd', { headers: { [odd]: `${odd} ` } })).toEqual([])
     expect(await t.postbox.matchingQueues('odd', { headers: { x: 'y' } })).toEqual([])
+  })
+
+  it('a filter on a header named __proto__ is kept, not dropped into no filter at all', async () => {
+    await t.postbox.createQueue('f3')
+    const filter = JSON.parse('{"__proto__": "yes"}') as Record<string, string>
+    await t.postbox.bind('f3', 'proto', { filter })
+    expect((await t.postbox.listBindings({ queue: 'f3' }))[0]?.filter).toEqual(filter)
+    expect(await t.postbox.matchingQueues('proto', { headers: JSON.parse('{"__proto__": "yes"}') })).toEqual(['f3'])
+    expect(await t.postbox.matchingQueues('proto', { headers: { other: 'yes' } })).toEqual([])
+    await expect(t.postbox.bind('f3', 'proto2', { filter: JSON.parse('{"__proto__": 5}') })).rejects.toThrow(InvalidFilterError)
   })
 
   it('binding an unknown queue fails; deleting a queue removes its bindings', async () => {

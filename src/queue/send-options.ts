@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { ownRecord } from '../validation.js'
 import type { TransactionLike } from '../db/transaction.js'
 import { durationMs } from '../duration.js'
 
@@ -17,7 +18,7 @@ export const messageFields = {
     priority: z.number().int().min(-1_000_000).max(1_000_000).optional(),
     dedupeKey: key.optional(),
     groupKey: key.optional(),
-    headers: z.record(storableText, storableText).optional(),
+    headers: ownRecord(storableText, storableText).optional(),
 }
 
 /** The refinement every schema with {@link messageFields} carries: a message has one start. */

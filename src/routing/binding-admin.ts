@@ -4,7 +4,7 @@ import * as q from '../queries/bindings.js'
 import { queueNameOf, type QueueRef } from '../queue/define-queue.js'
 import { storableText } from '../queue/send-options.js'
 import type { SchemaName } from '../schema-name.js'
-import { parseOptions } from '../validation.js'
+import { ownRecord, parseOptions } from '../validation.js'
 import { filterJson, type HeaderFilter } from './header-filter.js'
 import { assertPattern, assertRoutingKey } from './topic-syntax.js'
 
@@ -24,7 +24,7 @@ export interface BindOptions {
 
 const bindOptionsSchema = z.strictObject({ filter: z.unknown().optional() })
 const listOptionsSchema = z.strictObject({ queue: z.string().optional() })
-const matchOptionsSchema = z.strictObject({ headers: z.record(storableText, storableText).optional() })
+const matchOptionsSchema = z.strictObject({ headers: ownRecord(storableText, storableText).optional() })
 
 /**
  * Bindings: bind (idempotent; binding the same queue and pattern again replaces the filter),

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { ownRecord } from '../validation.js'
 import { InvalidFilterError } from '../errors.js'
 import { storableText } from '../queue/send-options.js'
 
@@ -13,7 +14,7 @@ import { storableText } from '../queue/send-options.js'
  */
 export type HeaderFilter = Readonly<Record<string, string | readonly string[]>>
 
-const filterSchema = z.record(
+const filterSchema = ownRecord(
   storableText.min(1, 'a header name must not be empty'),
   z.union([storableText, z.array(storableText).min(1, 'a list of values must not be empty')]),
 )
