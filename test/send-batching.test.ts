@@ -111,6 +111,9 @@ describe('sends outside a transaction', () => {
     const [holder, blocker] = await Promise.all([t.pool.connect(), t.pool.connect()])
     try {
       await holder.query('BEGIN')
+      // Whichever waiter's deadlock check runs first is the one aborted: make it the shared
+      // statement's (1 s, the default) rather than the holder's, also on a loaded machine.
+      await holder.query("SET LOCAL deadlock_timeout = '30s'")
       await blocker.query('BEGIN')
       const held = await t.postbox.send('together', 'held', { tx: holder, dedupeKey: 'dl:k2' })
       // Two statements wait for keys the blocker holds, so the next two sends queue up and share one.

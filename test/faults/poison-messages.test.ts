@@ -16,7 +16,8 @@ async function deadRows(deadQueue: string) {
     `SELECT id::text, original_attempt, last_error FROM "${t.schema}".messages WHERE queue = $1 ORDER BY id`, [deadQueue])
 }
 
-describe('fault: poison messages', { timeout: 120_000 }, () => {
+// Each crash starts a new Node process: seconds apiece on a loaded 2-core machine, so the waits are long.
+describe('fault: poison messages', { timeout: 180_000 }, () => {
   it('one that always throws is dead-lettered after maxAttempts; the rest are handled once each', async () => {
     await createLedger(t.pool, t.schema)
     await t.postbox.createQueue('throws', { maxAttempts: MAX_ATTEMPTS, backoff: { type: 'fixed', base: '50ms' } })
@@ -61,7 +62,7 @@ describe('fault: poison messages', { timeout: 120_000 }, () => {
       const dead = await waitFor('poison dead-lettered', async () => {
         const rows = await deadRows('crashes.dead')
         return rows.some((r) => r.id === poison) ? rows : undefined
-      }, { timeoutMs: 60_000, intervalMs: 100 })
+      }, { timeoutMs: 120_000, intervalMs: 100 })
       const crashes = workers.events().filter((e) => e.event === 'crashing')
       // Good messages flow again after the last crash.
       const current = workers.children.at(-1)!
