@@ -239,7 +239,7 @@ function printEndToEndDiagnostics(
     const perName = summarise(statements)
     const messages = list.length * E2E_COUNT
     const claims = list.flatMap((r) => r.claims ?? [])
-    const completions = Object.entries(perName).filter(([n]) => /:ack(_and_receive)?(:|$)|complete_jobs?\//.test(n))
+    const completions = Object.entries(perName).filter(([n]) => /:ack(_and_claim)?(:|$)|complete_jobs?\//.test(n))
     const acked = completions.reduce((sum, [, s]) => sum + (s.meanArray ?? 1) * s.count, 0)
     const ackStatements = completions.reduce((sum, [, s]) => sum + s.count, 0)
     out[name] = { rounds: list.map(({ statements: _s, ...rest }) => rest), statements: perName }
