@@ -92,6 +92,11 @@ export class AckBatcher implements Completer<Delivery> {
 
   /** Tells each caller of a taken batch whether its delivery was acked. */
   settle(batch: readonly PendingAck[], ackedIds: readonly string[]): void {
+    // Usually every one was acked (ids are unique in a batch): no set of ids to build.
+    if (ackedIds.length === batch.length) {
+      for (const p of batch) p.resolve(true)
+      return
+    }
     const acked = new Set(ackedIds)
     for (const p of batch) p.resolve(acked.has(p.delivery.id))
   }
