@@ -70,7 +70,7 @@ export function postboxContender(db: BenchDb, readCpu: () => CpuReading): Conten
       const statements = log.stop()
       const [left] = await postbox.stats('bench-e2e')
       if (left?.total !== 0) throw new Error(`end-to-end left ${left?.total} messages behind`)
-      const claims = statements.filter((st) => /:(ack_and_)?receive$/.test(st.name)).map((st) => st.rows - (st.name.endsWith('ack_and_receive') ? 1 : 0))
+      const claims = statements.filter((st) => /:(ack_and_)?claim(:|$)/.test(st.name)).map((st) => st.rows - (st.name.includes(':ack_and_claim') ? 1 : 0))
       return { ...result, statements, claims }
     },
     sendWithConsumer: (durationMs) => sendWithConsumer(db, durationMs),

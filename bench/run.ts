@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --peers] [-- --churn 10m] [-- --tracing]
+// npm run bench [-- --quick] [-- --peers] [-- --churn 10m] [-- --tracing] [-- --only e2e,wake]
 // Measures postbox against raw-SQL baselines and against its peers (graphile-worker, pg-boss),
 // all taken in the same run on the same Postgres with the same pool size and concurrency, and
 // prints each figure absolute and as a ratio to each of them, with the targets from DESIGN.md.
@@ -20,7 +20,7 @@ import * as topics from './topic-scenarios.js'
 import { withTracing } from './tracing-sdk.js'
 
 const { values: args } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, peers: { type: 'boolean', default: false }, churn: { type: 'string' }, tracing: { type: 'boolean', default: false } },
+  options: { quick: { type: 'boolean', default: false }, peers: { type: 'boolean', default: false }, churn: { type: 'string' }, tracing: { type: 'boolean', default: false }, only: { type: 'string' } },
 })
 const quick = args.quick ?? false
 const withPeers = (args.peers ?? false) || !quick
@@ -34,6 +34,13 @@ const E2E_WARM_UP = 2_000
 const LATENCY_BLOCKS = quick ? 1 : 5
 const LATENCY_SENDS = 200
 const LATENCY_GAP_MS = 20
+
+/**
+ * `--only` runs a subset of the figures, for quicker comparisons while working: a comma-separated
+ * list of send, batch, publish, e2e, wake, backlog, churn, cost. Every figure runs without it.
+ */
+const only = args.only?.split(',').map((part) => part.trim())
+const wants = (figure: string) => only === undefined || only.includes(figure)
 
 const median = (values: readonly number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number
 
@@ -69,116 +76,134 @@ async function measureAll(): Promise<void> {
     return { value: figures.get(postbox.name) as number, comparisons }
   }
 
-  progress('baseline: one-row INSERT loop')
-  const insertLoop = await rawInsertLoop(db, runMs)
-  const send = await each('send, 10 callers, a worker consuming', (c) => c.sendWithConsumer(runMs), { 'graphile-worker': { ratioAtLeast: 5 } })
-  rows.push({
-    name: 'send (10 callers, wake-ups on)', unit: 'msg/s', value: send.value,
-    comparisons: [{ against: 'baseline', what: 'INSERT loop', value: insertLoop, ratioAtLeast: 0.6 }, ...send.comparisons],
-  })
-
-  progress('baseline: 1,000-row INSERT')
-  const multiInsert = await rawMultiInsert(db, runMs)
-  const batch = await each('batches of 1,000', (c) => c.sendBatches(runMs), { 'graphile-worker': { ratioAtLeast: 2 } })
-  rows.push({
-    name: 'sendBatch of 1,000', unit: 'msg/s', value: batch.value,
-    comparisons: [{ against: 'baseline', what: '1,000-row INSERT', value: multiInsert, ratioAtLeast: 0.8 }, ...batch.comparisons],
-  })
-
-  progress('postbox: publish reaching 10 queues, against sendBatch of 10 to one queue (3 rounds each, alternating)')
-  await topics.bindTopicQueues(db.postbox)
-  const rounds = await topics.publishRounds(db, runMs / 2, 3)
-  rows.push({
-    name: 'publish reaching 10 queues (median of 3)', unit: 'msg/s', value: rounds.publish,
-    comparisons: [{ against: 'baseline', what: 'sendBatch of 10, median of 3', value: rounds.sendBatch, ratioAtLeast: 0.7 }],
-  })
-
-  // End-to-end: rounds taken in turn (raw drain, postbox, each peer), each from a vacuumed and
-  // checkpointed state; the median round of each counts. A first, shorter drain of each warms its
-  // connections (a backend's first statements compile and plan) and Node's JIT, and is not counted.
-  for (const c of contenders) {
-    progress(`end-to-end warm-up: ${c.name}, ${E2E_WARM_UP.toLocaleString()} messages`)
-    await c.endToEnd(E2E_WARM_UP)
-  }
   const drains: { rate: number; nodeCpuUs: number; postgresCpuUs: number | undefined; postgresBackendsUs: number | undefined }[] = []
   const runs = new Map<string, EndToEndRun[]>(contenders.map((c) => [c.name, []]))
-  for (let round = 1; round <= E2E_ROUNDS; round++) {
-    progress(`end-to-end round ${round} of ${E2E_ROUNDS}: raw DELETE … SKIP LOCKED drain of ${E2E_COUNT.toLocaleString()}`)
-    await preloadRaw(db, E2E_COUNT)
-    await settle(db, [])
-    const before = readCpu()
-    const rate = await rawDrain(db)
-    const cpu = cpuBetween(before, readCpu())
-    drains.push({
-      rate,
-      nodeCpuUs: cpu.nodeUs / E2E_COUNT,
-      postgresCpuUs: cpu.postgresUs === undefined ? undefined : cpu.postgresUs / E2E_COUNT,
-      postgresBackendsUs: cpu.postgres === undefined ? undefined : cpu.postgres.backends / E2E_COUNT,
-    })
-    for (const c of contenders) {
-      progress(`end-to-end round ${round} of ${E2E_ROUNDS}: ${c.name}, ${E2E_COUNT.toLocaleString()} preloaded, concurrency 10`)
-      const run = await c.endToEnd(E2E_COUNT)
-      progress(`  ${Math.round(run.rate).toLocaleString()} msg/s, Node ${run.nodeCpuUs.toFixed(1)} µs/msg, Postgres ${run.postgresCpuUs?.toFixed(1) ?? '?'} µs/msg (backends ${run.postgresBackendsUs?.toFixed(1) ?? '?'})`)
-      runs.get(c.name)?.push(run)
-    }
-  }
-  const e2eOf = (name: string) => median((runs.get(name) ?? []).map((r) => r.rate))
-  rows.push({
-    name: `end-to-end (median of ${E2E_ROUNDS})`, unit: 'msg/s', value: e2eOf(postbox.name),
-    comparisons: [
-      { against: 'baseline', what: 'DELETE drain', value: median(drains.map((d) => d.rate)), ratioAtLeast: 0.6 },
-      ...peers.map((p) => ({ against: p.name, value: e2eOf(p.name), ...(p.name === 'graphile-worker' ? { ratioAtLeast: 1.2 } : {}) })),
-    ],
-  })
-
-  // Wake-up latency: blocks of sends to each contender's idle worker in turn.
   const latencies = new Map<string, number[]>(contenders.map((c) => [c.name, []]))
-  for (let block = 1; block <= LATENCY_BLOCKS; block++) {
+  let samples: Awaited<ReturnType<typeof scenario.churn>> = []
+
+  if (wants('send')) {
+    progress('baseline: one-row INSERT loop')
+    const insertLoop = await rawInsertLoop(db, runMs)
+    const send = await each('send, 10 callers, a worker consuming', (c) => c.sendWithConsumer(runMs), { 'graphile-worker': { ratioAtLeast: 5 } })
+    rows.push({
+      name: 'send (10 callers, wake-ups on)', unit: 'msg/s', value: send.value,
+      comparisons: [{ against: 'baseline', what: 'INSERT loop', value: insertLoop, ratioAtLeast: 0.6 }, ...send.comparisons],
+    })
+  }
+
+  if (wants('batch')) {
+    progress('baseline: 1,000-row INSERT')
+    const multiInsert = await rawMultiInsert(db, runMs)
+    const batch = await each('batches of 1,000', (c) => c.sendBatches(runMs), { 'graphile-worker': { ratioAtLeast: 2 } })
+    rows.push({
+      name: 'sendBatch of 1,000', unit: 'msg/s', value: batch.value,
+      comparisons: [{ against: 'baseline', what: '1,000-row INSERT', value: multiInsert, ratioAtLeast: 0.8 }, ...batch.comparisons],
+    })
+  }
+
+  if (wants('publish')) {
+    progress('postbox: publish reaching 10 queues, against sendBatch of 10 to one queue (3 rounds each, alternating)')
+    await topics.bindTopicQueues(db.postbox)
+    const rounds = await topics.publishRounds(db, runMs / 2, 3)
+    rows.push({
+      name: 'publish reaching 10 queues (median of 3)', unit: 'msg/s', value: rounds.publish,
+      comparisons: [{ against: 'baseline', what: 'sendBatch of 10, median of 3', value: rounds.sendBatch, ratioAtLeast: 0.7 }],
+    })
+  }
+
+  if (wants('e2e')) {
+    // End-to-end: rounds taken in turn (raw drain, postbox, each peer), each from a vacuumed and
+    // checkpointed state; the median round of each counts. A first, shorter drain of each warms its
+    // connections (a backend's first statements compile and plan) and Node's JIT, and is not counted.
     for (const c of contenders) {
-      progress(`wake-up latency block ${block} of ${LATENCY_BLOCKS}: ${c.name}, ${LATENCY_SENDS} sends ${LATENCY_GAP_MS} ms apart to an idle worker`)
-      latencies.get(c.name)?.push(...(await c.wakeUpLatency(LATENCY_SENDS, LATENCY_GAP_MS)))
+      progress(`end-to-end warm-up: ${c.name}, ${E2E_WARM_UP.toLocaleString()} messages`)
+      await c.endToEnd(E2E_WARM_UP)
     }
-  }
-  const latencyRow = (p: number, targets: { atMost?: number; gw?: number }) => {
-    const of = (name: string) => percentile(latencies.get(name) ?? [], p)
-    const row: Row = {
-      name: `wake-up latency p${p}`, unit: 'ms', value: of(postbox.name),
-      comparisons: peers.map((peer) => ({ against: peer.name, value: of(peer.name), ...(peer.name === 'graphile-worker' && targets.gw ? { ratioAtMost: targets.gw } : {}) })),
+    for (let round = 1; round <= E2E_ROUNDS; round++) {
+      progress(`end-to-end round ${round} of ${E2E_ROUNDS}: raw DELETE … SKIP LOCKED drain of ${E2E_COUNT.toLocaleString()}`)
+      await preloadRaw(db, E2E_COUNT)
+      await settle(db, [])
+      const before = readCpu()
+      const rate = await rawDrain(db)
+      const cpu = cpuBetween(before, readCpu())
+      drains.push({
+        rate,
+        nodeCpuUs: cpu.nodeUs / E2E_COUNT,
+        postgresCpuUs: cpu.postgresUs === undefined ? undefined : cpu.postgresUs / E2E_COUNT,
+        postgresBackendsUs: cpu.postgres === undefined ? undefined : cpu.postgres.backends / E2E_COUNT,
+      })
+      for (const c of contenders) {
+        progress(`end-to-end round ${round} of ${E2E_ROUNDS}: ${c.name}, ${E2E_COUNT.toLocaleString()} preloaded, concurrency 10`)
+        const run = await c.endToEnd(E2E_COUNT)
+        progress(`  ${Math.round(run.rate).toLocaleString()} msg/s, Node ${run.nodeCpuUs.toFixed(1)} µs/msg, Postgres ${run.postgresCpuUs?.toFixed(1) ?? '?'} µs/msg (backends ${run.postgresBackendsUs?.toFixed(1) ?? '?'})`)
+        runs.get(c.name)?.push(run)
+      }
     }
-    if (targets.atMost !== undefined) row.atMost = targets.atMost
-    return row
+    const e2eOf = (name: string) => median((runs.get(name) ?? []).map((r) => r.rate))
+    rows.push({
+      name: `end-to-end (median of ${E2E_ROUNDS})`, unit: 'msg/s', value: e2eOf(postbox.name),
+      comparisons: [
+        { against: 'baseline', what: 'DELETE drain', value: median(drains.map((d) => d.rate)), ratioAtLeast: 0.6 },
+        ...peers.map((p) => ({ against: p.name, value: e2eOf(p.name), ...(p.name === 'graphile-worker' ? { ratioAtLeast: 1.2 } : {}) })),
+      ],
+    })
   }
-  rows.push(latencyRow(50, { atMost: 2 }), latencyRow(95, {}), latencyRow(99, { atMost: 6, gw: 1 }))
+
+  if (wants('wake')) {
+    // Wake-up latency: blocks of sends to each contender's idle worker in turn.
+    for (let block = 1; block <= LATENCY_BLOCKS; block++) {
+      for (const c of contenders) {
+        progress(`wake-up latency block ${block} of ${LATENCY_BLOCKS}: ${c.name}, ${LATENCY_SENDS} sends ${LATENCY_GAP_MS} ms apart to an idle worker`)
+        latencies.get(c.name)?.push(...(await c.wakeUpLatency(LATENCY_SENDS, LATENCY_GAP_MS)))
+      }
+    }
+    const latencyRow = (p: number, targets: { atMost?: number; gw?: number }) => {
+      const of = (name: string) => percentile(latencies.get(name) ?? [], p)
+      const row: Row = {
+        name: `wake-up latency p${p}`, unit: 'ms', value: of(postbox.name),
+        comparisons: peers.map((peer) => ({ against: peer.name, value: of(peer.name), ...(peer.name === 'graphile-worker' && targets.gw ? { ratioAtMost: targets.gw } : {}) })),
+      }
+      if (targets.atMost !== undefined) row.atMost = targets.atMost
+      return row
+    }
+    rows.push(latencyRow(50, { atMost: 2 }), latencyRow(95, {}), latencyRow(99, { atMost: 6, gw: 1 }))
+  }
 
   for (const c of contenders.splice(0)) await c.close()
 
-  progress('postbox: claim rate, small queue')
-  const small = await scenario.claimRate(db, 10_000)
-  progress(`postbox: claim rate under a backlog of ${backlog.toLocaleString()}`)
-  const big = await scenario.claimRate(db, backlog)
-  rows.push({
-    name: `claim+ack with ${backlog.toLocaleString()} waiting`, unit: 'msg/s', value: big,
-    comparisons: [{ against: 'baseline', what: '10,000 waiting', value: small, ratioAtLeast: 0.8 }],
-  })
-
-  progress(`postbox: churn for ${Math.round(churnMs / 1000)} s`)
-  const samples = await scenario.churn(db, churnMs, quick ? 5_000 : 60_000)
-  const first = samples[0]
-  const last = samples[samples.length - 1]
-  const peak = Math.max(...samples.map((s) => s.tableBytes + s.indexBytes))
-  if (first && last) {
-    rows.push({ name: 'churn: table+index, first sample', unit: 'MB', value: (first.tableBytes + first.indexBytes) / 1e6 })
-    rows.push({ name: 'churn: table+index, peak', unit: 'MB', value: peak / 1e6 })
-    rows.push({ name: 'churn: table+index, last sample', unit: 'MB', value: (last.tableBytes + last.indexBytes) / 1e6 })
+  if (wants('backlog')) {
+    progress('postbox: claim rate, small queue')
+    const small = await scenario.claimRate(db, 10_000)
+    progress(`postbox: claim rate under a backlog of ${backlog.toLocaleString()}`)
+    const big = await scenario.claimRate(db, backlog)
+    rows.push({
+      name: `claim+ack with ${backlog.toLocaleString()} waiting`, unit: 'msg/s', value: big,
+      comparisons: [{ against: 'baseline', what: '10,000 waiting', value: small, ratioAtLeast: 0.8 }],
+    })
   }
 
-  progress('postbox: cost per message')
-  const counted = countingPostbox(db)
-  const cost = { ...(await scenario.costs(db, counted)), ...(await topics.publishCosts(db, counted)) }
-  await counted.close()
-  for (const [step, c] of Object.entries(cost)) {
-    rows.push({ name: `${step}: WAL bytes per message`, unit: 'B', value: c.walBytesPerMessage })
-    rows.push({ name: `${step}: statements per message`, unit: '', value: c.statementsPerMessage })
+  if (wants('churn')) {
+    progress(`postbox: churn for ${Math.round(churnMs / 1000)} s`)
+    samples = await scenario.churn(db, churnMs, quick ? 5_000 : 60_000)
+    const first = samples[0]
+    const last = samples[samples.length - 1]
+    const peak = Math.max(...samples.map((s) => s.tableBytes + s.indexBytes))
+    if (first && last) {
+      rows.push({ name: 'churn: table+index, first sample', unit: 'MB', value: (first.tableBytes + first.indexBytes) / 1e6 })
+      rows.push({ name: 'churn: table+index, peak', unit: 'MB', value: peak / 1e6 })
+      rows.push({ name: 'churn: table+index, last sample', unit: 'MB', value: (last.tableBytes + last.indexBytes) / 1e6 })
+    }
+  }
+
+  if (wants('cost')) {
+    progress('postbox: cost per message')
+    const counted = countingPostbox(db)
+    const cost = { ...(await scenario.costs(db, counted)), ...(await topics.publishCosts(db, counted)) }
+    await counted.close()
+    for (const [step, c] of Object.entries(cost)) {
+      rows.push({ name: `${step}: WAL bytes per message`, unit: 'B', value: c.walBytesPerMessage })
+      rows.push({ name: `${step}: statements per message`, unit: '', value: c.statementsPerMessage })
+    }
   }
 
   printReport(rows)
@@ -214,7 +239,7 @@ function printEndToEndDiagnostics(
     const perName = summarise(statements)
     const messages = list.length * E2E_COUNT
     const claims = list.flatMap((r) => r.claims ?? [])
-    const completions = Object.entries(perName).filter(([n]) => /:ack(_and_receive)?$|complete_jobs?\//.test(n))
+    const completions = Object.entries(perName).filter(([n]) => /:ack(_and_claim)?(:|$)|complete_jobs?\//.test(n))
     const acked = completions.reduce((sum, [, s]) => sum + (s.meanArray ?? 1) * s.count, 0)
     const ackStatements = completions.reduce((sum, [, s]) => sum + s.count, 0)
     out[name] = { rounds: list.map(({ statements: _s, ...rest }) => rest), statements: perName }

@@ -117,7 +117,7 @@ describe('send from SQL', () => {
     // The hot path skips SET search_path for speed (see 0001_init.sql); it must then be SECURITY INVOKER.
     const unpinned = rows.filter((r) => !r.pinned)
     expect(unpinned.map((r) => r.proname).sort()).toEqual([
-      'ack', 'claim_groups', 'deliver', 'lock_queues', 'matching_queues', 'message_problem', 'publish_batch', 'publish_message', 'receive',
+      'ack', 'claim', 'claim_groups', 'deliver', 'lock_queues', 'matching_queues', 'message_problem', 'publish_batch', 'publish_message', 'receive',
       'routing_key_problem', 'send_batch', 'send_message', 'wake', 'wake_key',
     ])
     expect(unpinned.filter((r) => r.definer)).toEqual([])

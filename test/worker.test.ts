@@ -83,7 +83,7 @@ describe('work()', () => {
       query: async (config: string | { text: string }, values?: unknown[]) => {
         const result = await t.pool.query(config as string, values)
         const text = typeof config === 'string' ? config : config.text
-        if (text.includes('.receive(')) claims.push(text) // claims that ran, not one a pooler refused
+        if (text.includes('.claim(')) claims.push(text) // claims that ran, not one a pooler refused
         return result
       },
       connect: () => t.pool.connect(),

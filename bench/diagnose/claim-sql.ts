@@ -183,6 +183,7 @@ const variants: Variant[] = [
   postboxVariant('postbox receive(100) + ack', pb, 100, false),
   postboxVariant('postbox ackAndReceive(100), acks riding', pb, 100, true),
   postboxVariant('postbox receive(500) + ack', pb, 500, false),
+  postboxVariant('postbox ackAndReceive(500), acks riding', pb, 500, true),
   postboxVariant('postbox receive(100) + ack, queue COLLATE "C"', pbc, 100, false),
   postboxVariant('postbox receive(100) + bare fenced DELETE', pb, 100, false, true),
   bareVariant(100),

@@ -14,9 +14,9 @@ const BUSY_RETRY_MS = 5
  * How idle consumers of one Postbox wait for messages without losing a wake-up and without
  * making senders pay for NOTIFY when nobody waits (the SQL side is `wake()` in the migrations).
  *
- * Going idle: register in `waiters` as not yet notified (committed), take each queue's wake_key
- * try-lock (which fails while a sender that may have missed the registration is still in its
- * transaction), look once more, then sleep until a notification, the poll interval or the
+ * Going idle: register in `waiters` as not yet notified and, in the same statement, take each
+ * queue's wake_key try-lock (which fails while a sender that may have missed the registration is
+ * still in its transaction), look once more, then sleep until a notification, the poll interval or the
  * deadline. When the try-lock fails, it sleeps only a few milliseconds (doubling) before looking
  * again. A registration stays valid until a notification for its queue arrives (a sender marked
  * it notified) or it nears expiry; only then is it written again, so an idle cycle without news
@@ -67,8 +67,7 @@ export class WakeUps {
       for (const queue of queues) offs.push(notifier.subscribe(queue, wake))
       notifier.once('lost', wake)
       offs.push(() => notifier.off('lost', wake))
-      await this.arm(queues, maxWaitMs)
-      const settled = await sendersSettled(this.db, this.s, queues)
+      const settled = await this.arm(queues, maxWaitMs)
       if (await recheck()) return true
       const pause = settled ? Math.min(this.pollMs, maxWaitMs) : Math.min(BUSY_RETRY_MS * 2 ** Math.min(round, 10), this.pollMs, maxWaitMs)
       await sleep(pause, woken.signal)
@@ -90,12 +89,15 @@ export class WakeUps {
     }
   }
 
-  /** Registers as waiting on the queues whose registration is not known to be valid and unnotified. */
-  private async arm(queues: readonly string[], maxWaitMs: number): Promise<void> {
+  /**
+   * Registers as waiting on the queues whose registration is not known to be valid and
+   * unnotified, and says whether senders have settled on all of them (one statement either way).
+   */
+  private async arm(queues: readonly string[], maxWaitMs: number): Promise<boolean> {
     const now = Date.now()
     const ttl = Math.max(this.pollMs, maxWaitMs) + 5_000
     const stale = queues.filter((queue) => (this.armedUntil.get(queue) ?? 0) < now + ttl / 2)
-    if (stale.length === 0) return
+    if (stale.length === 0) return sendersSettled(this.db, this.s, queues)
     for (const queue of stale) {
       // A notification means a sender marked our row notified: write it again before the next wait.
       if (!this.unsubscribe.has(queue) && this.notifier) {
@@ -106,9 +108,10 @@ export class WakeUps {
       }
     }
     const before = stale.map((queue) => this.notices.get(queue) ?? 0)
-    await registerWaiter(this.db, this.s, stale, this.listener, ttl)
+    const settled = await registerWaiter(this.db, this.s, stale, this.listener, ttl, queues)
     stale.forEach((queue, i) => {
       if ((this.notices.get(queue) ?? 0) === before[i]) this.armedUntil.set(queue, now + ttl)
     })
+    return settled
   }
 }

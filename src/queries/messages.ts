@@ -103,21 +103,23 @@ export async function sendBatch(db: Executor, s: SchemaName, queue: string, ms: 
   return ids.map((id, i) => ({ id, duplicate: duplicates?.[i] ?? false }))
 }
 
-/** What a claim returns per message: the columns a delivery needs, times as whole epoch milliseconds. */
-const CLAIMED_COLUMNS = [
-  'id', 'queue', 'priority', 'attempt', 'lease', 'encoding', 'payload', 'body', 'headers', 'dedupe_key', 'group_key', 'last_error', 'routing_key',
-  'floor(extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms',
-  'floor(extract(epoch FROM claimed_at) * 1000)::float8 AS claimed_ms',
-  'floor(extract(epoch FROM available_at) * 1000)::float8 AS available_ms',
+/**
+ * What the claim function returns per message (migrations/0007): the columns a delivery needs,
+ * times as whole epoch milliseconds. The queue is not among them: the caller named it.
+ */
+const CLAIM_COLUMNS = [
+  'id', 'priority', 'attempt', 'lease', 'encoding', 'payload', 'body', 'headers', 'dedupe_key', 'group_key', 'last_error', 'routing_key',
+  'enqueued_ms', 'claimed_ms', 'available_ms',
 ]
 /** The same columns as NULLs, for the ack row of `ackAndReceive`. */
-const NULL_CLAIMED_COLUMNS = CLAIMED_COLUMNS.map((c) => `NULL AS ${c.split(' AS ').pop() as string}`).join(', ')
+const NULL_CLAIM_COLUMNS = CLAIM_COLUMNS.map((c) => `NULL AS ${c}`).join(', ')
 
+/** Claims up to `max` messages of `queue` under a lease (the `claim` SQL function). */
 export async function receive(db: Executor, s: SchemaName, queue: string, max: number, visibilityTimeoutMs: number | null): Promise<MessageRow[]> {
   const { rows } = await db.query<MessageRow>(
-    `SELECT ${CLAIMED_COLUMNS.join(', ')} FROM ${s.sql}.receive($1, $2, $3 * interval '1 millisecond')`,
+    `SELECT $1::text AS queue, c.* FROM ${s.sql}.claim($1, $2, $3 * interval '1 millisecond') c`,
     [queue, max, visibilityTimeoutMs],
-    statement(s, 'receive'),
+    statement(s, 'claim'),
   )
   return rows
 }
@@ -137,12 +139,12 @@ export async function ackAndReceive(
   visibilityTimeoutMs: number | null,
 ): Promise<{ acked: string[]; rows: MessageRow[] }> {
   const { rows } = await db.query<MessageRow & { acked: string[] | null }>(
-    `SELECT coalesce(array_agg(a.id), '{}') AS acked, ${NULL_CLAIMED_COLUMNS}
+    `SELECT coalesce(array_agg(a.id), '{}') AS acked, NULL AS queue, ${NULL_CLAIM_COLUMNS}
        FROM ${s.sql}.ack($4::bigint[], $5::uuid[]) AS a(id)
      UNION ALL
-     SELECT NULL, ${CLAIMED_COLUMNS.join(', ')} FROM ${s.sql}.receive($1, $2, $3 * interval '1 millisecond')`,
+     SELECT NULL, $1::text, c.* FROM ${s.sql}.claim($1, $2, $3 * interval '1 millisecond') c`,
     [queue, max, visibilityTimeoutMs, acks.ids, acks.leases],
-    statement(s, 'ack_and_receive'),
+    statement(s, 'ack_and_claim'),
   )
   const [first, ...claimed] = rows
   return { acked: first?.acked ?? [], rows: claimed }

@@ -1,14 +1,30 @@
 import type { Executor } from '../db/executor.js'
 import type { SchemaName } from '../schema-name.js'
+import { statement } from './messages.js'
 
 /**
- * Records that this listener waits on the queues until ttl from now and has not been told yet, so
- * the next sender NOTIFYs. A row a sender is marking notified right now is skipped rather than
- * waited for: that sender notifies at its commit, or rolls back and leaves the row as it was.
- * Rows of listeners that died are cleared on the way.
+ * Records that this listener waits on `stale` until ttl from now and has not been told yet, so
+ * the next sender NOTIFYs, and tells in the same statement whether senders have settled on
+ * `queues` (see {@link sendersSettled}). A row a sender is marking notified right now is skipped
+ * rather than waited for: that sender notifies at its commit, or rolls back and leaves the row as
+ * it was (and holds its queue's lock meanwhile, so this reports not settled). Rows of listeners
+ * that died are cleared on the way.
+ *
+ * One statement, not two: the exclusive try-lock is held until the registration commits, and a
+ * sender takes its shared lock in a statement before the one that reads the waiters, so a sender
+ * either held its lock before (not settled: the caller looks again shortly) or reads the
+ * waiters after the registration committed (and notifies). Going idle cost three round trips
+ * (register, try-lock, look again); now two.
  */
-export async function registerWaiter(db: Executor, s: SchemaName, queues: readonly string[], listener: string, ttlMs: number): Promise<void> {
-  await db.query(
+export async function registerWaiter(
+  db: Executor,
+  s: SchemaName,
+  stale: readonly string[],
+  listener: string,
+  ttlMs: number,
+  queues: readonly string[],
+): Promise<boolean> {
+  const { rows } = await db.query<{ settled: boolean | null }>(
     `WITH expired AS (
        DELETE FROM ${s.sql}.waiters WHERE queue = ANY ($1) AND expires_at < now() - interval '1 minute'
      ), mine AS (
@@ -16,12 +32,16 @@ export async function registerWaiter(db: Executor, s: SchemaName, queues: readon
      ), renewed AS (
        UPDATE ${s.sql}.waiters w SET expires_at = now() + $3 * interval '1 millisecond', notified = false
        FROM mine WHERE w.queue = mine.queue AND w.listener = $2
+     ), inserted AS (
+       INSERT INTO ${s.sql}.waiters (queue, listener, expires_at)
+       SELECT q, $2, now() + $3 * interval '1 millisecond' FROM unnest($1::text[]) q
+       ON CONFLICT (queue, listener) DO NOTHING
      )
-     INSERT INTO ${s.sql}.waiters (queue, listener, expires_at)
-     SELECT q, $2, now() + $3 * interval '1 millisecond' FROM unnest($1::text[]) q
-     ON CONFLICT (queue, listener) DO NOTHING`,
-    [queues, listener, ttlMs],
+     SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled FROM unnest($4::text[]) q`,
+    [stale, listener, ttlMs, queues],
+    statement(s, 'register_waiter'),
   )
+  return rows[0]?.settled ?? true
 }
 
 /** Says this listener no longer waits on the queues (it is closing). */
@@ -38,6 +58,7 @@ export async function sendersSettled(db: Executor, s: SchemaName, queues: readon
   const { rows } = await db.query<{ settled: boolean }>(
     `SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled FROM unnest($1::text[]) q`,
     [queues],
+    statement(s, 'senders_settled'),
   )
   return rows[0]?.settled ?? true
 }

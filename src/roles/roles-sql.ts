@@ -46,7 +46,7 @@ export const PRODUCER_FUNCTIONS = [
 
 /** Functions the consumer may execute, by name (any signature), with the helpers they call. */
 export const CONSUMER_FUNCTIONS = [
-  'receive', 'claim_groups', 'ack', 'nack', 'extend', 'release', 'dead_letter', 'retry_delay', 'require_queue', 'assert_queue_name',
+  'receive', 'claim', 'claim_groups', 'ack', 'nack', 'extend', 'release', 'dead_letter', 'retry_delay', 'require_queue', 'assert_queue_name',
   'wake_key',
 ] as const
 

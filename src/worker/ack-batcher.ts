@@ -12,7 +12,13 @@ export interface PendingAck {
   reject: (error: unknown) => void
 }
 
-const MAX_BATCH = 500
+const MAX_BATCH = 1000
+
+/**
+ * How long acks may wait for a claim to carry them while claims are expected (a backlog): long
+ * enough for the next claim of a busy worker, short against any lease.
+ */
+const RIDING_DELAY_MS = 100
 
 /**
  * The lease-mode {@link Completer}: collects acks of finished handlers and writes them in one
@@ -25,6 +31,8 @@ export class AckBatcher implements Completer<Delivery> {
   private pending: PendingAck[] = []
   private timer: NodeJS.Timeout | undefined
   private readonly flushes = new Set<Promise<void>>()
+  /** True while the claim loop has a backlog: its next claim will carry the acks, so they wait for it. */
+  private claimsExpected = false
 
   constructor(
     private readonly db: Executor,
@@ -52,8 +60,22 @@ export class AckBatcher implements Completer<Delivery> {
     return new Promise((resolve, reject) => {
       this.pending.push({ delivery, resolve, reject })
       if (this.pending.length >= MAX_BATCH) this.flush()
-      else this.timer ??= setTimeout(() => this.flush(), this.delayMs)
+      else this.timer ??= setTimeout(() => this.flush(), this.claimsExpected ? RIDING_DELAY_MS : this.delayMs)
     })
+  }
+
+  /**
+   * Says whether a claim is expected soon (the claim loop has a backlog). While one is, acks wait
+   * for it (up to RIDING_DELAY_MS) rather than flush after `delayMs` in a statement of their own:
+   * at 2 ms, a busy worker wrote about as many ack statements as claims, of 20 ids each.
+   */
+  expectClaims(expected: boolean): void {
+    if (this.claimsExpected === expected) return
+    this.claimsExpected = expected
+    if (!expected && this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = setTimeout(() => this.flush(), this.delayMs)
+    }
   }
 
   /**
@@ -70,6 +92,11 @@ export class AckBatcher implements Completer<Delivery> {
 
   /** Tells each caller of a taken batch whether its delivery was acked. */
   settle(batch: readonly PendingAck[], ackedIds: readonly string[]): void {
+    // Usually every one was acked (ids are unique in a batch): no set of ids to build.
+    if (ackedIds.length === batch.length) {
+      for (const p of batch) p.resolve(true)
+      return
+    }
     const acked = new Set(ackedIds)
     for (const p of batch) p.resolve(acked.has(p.delivery.id))
   }

@@ -35,7 +35,8 @@ export interface WorkerOptions {
   /**
    * Messages claimed ahead of free handlers (their leases kept while they wait), so claims come in
    * batches. Default: about 50 ms of work at the worker's current rate (1 for slow handlers, up to
-   * 1000 for fast ones). 0 claims only for free handlers.
+   * 1000 for fast ones), doubled by each claim that comes back full while a backlog lasts, up to
+   * 1000 and at most a second of work. 0 claims only for free handlers.
    */
   prefetch?: number
 }
