@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { durationMs, positiveDurationMs } from '../duration.js'
+import { durationMs, formatDuration, positiveDurationMs } from '../duration.js'
 import type { QueueRow, QueueSettings } from '../queries/queues.js'
 
 const backoffSchema = z.strictObject({
@@ -159,4 +159,15 @@ export function queueInfo(row: QueueRow): QueueInfo {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   }
+}
+
+/** The queue's flow control in a few words: paused, the cap in flight and the rate limits. */
+export function flowSummary(q: QueueInfo): string {
+  const rate = (r: { limit: number; per: number }) => `${r.limit}/${formatDuration(r.per)}`
+  return [
+    q.paused ? 'paused' : '',
+    q.maxInFlight === false ? '' : `max ${q.maxInFlight} in flight`,
+    q.rateLimit === false ? '' : `rate ${rate(q.rateLimit)}`,
+    q.keyRateLimit === false ? '' : `${rate(q.keyRateLimit)} per key`,
+  ].filter(Boolean).join(', ')
 }
