@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --peers] [-- --churn 10m] [-- --tracing]
+// npm run bench [-- --quick] [-- --peers] [-- --churn 10m] [-- --tracing] [-- --flow-only]
 // Measures postbox against raw-SQL baselines and against its peers (graphile-worker, pg-boss),
 // all taken in the same run on the same Postgres with the same pool size and concurrency, and
 // prints each figure absolute and as a ratio to each of them, with the targets from DESIGN.md.
@@ -13,6 +13,7 @@ import type { Contender, EndToEndRun } from './contender.js'
 import { cpuBetween, cpuReader } from './cpu.js'
 import { settle } from './end-to-end.js'
 import { percentile, progress } from './measure.js'
+import * as flow from './flow-scenarios.js'
 import * as scenario from './postbox-scenarios.js'
 import { printReport, type Comparison, type Row } from './report.js'
 import { summarise } from './statement-log.js'
@@ -20,7 +21,7 @@ import * as topics from './topic-scenarios.js'
 import { withTracing } from './tracing-sdk.js'
 
 const { values: args } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, peers: { type: 'boolean', default: false }, churn: { type: 'string' }, tracing: { type: 'boolean', default: false } },
+  options: { quick: { type: 'boolean', default: false }, peers: { type: 'boolean', default: false }, churn: { type: 'string' }, tracing: { type: 'boolean', default: false }, 'flow-only': { type: 'boolean', default: false } },
 })
 const quick = args.quick ?? false
 const withPeers = (args.peers ?? false) || !quick
@@ -50,7 +51,29 @@ try {
   await db.close()
 }
 
+/** The flow-control rows: the limits' cost when not reached, and a fleet's use of an allowed rate. */
+async function measureFlow(): Promise<void> {
+  progress('postbox: claim+ack of queues whose limits are not reached, against the same queue without limits')
+  const claim = await flow.limitedClaimRounds(db)
+  for (const variant of Object.keys(flow.LIMIT_VARIANTS).filter((v) => v !== 'unlimited')) {
+    rows.push({
+      name: `claim+ack, ${variant} not reached (median of 3)`, unit: 'msg/s', value: claim[variant] as number,
+      comparisons: [{ against: 'baseline', what: 'no limits', value: claim['unlimited'] as number, ratioAtLeast: 0.9 }],
+    })
+  }
+  progress('postbox: 1,000 keys at 2 claims/s each, a worker of concurrency 50')
+  const keys = await flow.keyRateUtilisation(db)
+  rows.push({ name: '1,000 keys at 2/s: share of the allowed rate used', unit: '', value: keys.used, atLeast: 0.9 })
+  rows.push({ name: '1,000 keys at 2/s: most claims of one key in any 1 s (limit 2)', unit: '', value: keys.busiestSecond, atMost: 2 })
+}
+
 async function measureAll(): Promise<void> {
+  if (args['flow-only']) {
+    progress(`postbox flow-control bench on ${db.source}`)
+    await measureFlow()
+    printReport(rows)
+    return
+  }
   progress(`postbox bench on ${db.source}, pool ${POOL_SIZE}, concurrency 10${quick ? ', quick' : ''}${withPeers ? ', with peers' : ''}${args.tracing ? ', tracing on' : ''}`)
   if (withPeers) {
     const { graphileWorker } = await import('./peers/graphile-worker.js')
@@ -171,6 +194,8 @@ async function measureAll(): Promise<void> {
     rows.push({ name: 'churn: table+index, peak', unit: 'MB', value: peak / 1e6 })
     rows.push({ name: 'churn: table+index, last sample', unit: 'MB', value: (last.tableBytes + last.indexBytes) / 1e6 })
   }
+
+  await measureFlow()
 
   progress('postbox: cost per message')
   const counted = countingPostbox(db)

@@ -615,36 +615,18 @@ CREATE OR REPLACE FUNCTION {{schema}}.flow_gate(queue text, max integer, OUT all
 AS $function$
 DECLARE
   f {{schema}}.queue_flow;
-  busy integer;
 BEGIN
   keyed := false;
   SELECT * INTO f FROM {{schema}}.queue_flow x WHERE x.queue = flow_gate.queue;
   IF NOT FOUND OR NOT (f.paused OR f.max_in_flight IS NOT NULL OR f.rate_limit IS NOT NULL OR f.key_rate_limit IS NOT NULL) THEN
     RETURN;
   END IF;
-  IF NOT f.paused AND (f.max_in_flight IS NOT NULL OR f.rate_limit IS NOT NULL) THEN
-    -- One claim at a time decides the queue-wide limits; the next one's statements see its
-    -- commit. (Read again under the lock: a pause or a change of limits may have committed.)
-    SELECT * INTO f FROM {{schema}}.queue_flow x WHERE x.queue = flow_gate.queue FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-      allowance := 0;
-      RETURN;
-    END IF;
-  END IF;
   keyed := f.key_rate_limit IS NOT NULL;
   IF f.paused THEN
     allowance := 0;
     RETURN;
   END IF;
-  allowance := max;
-  IF f.max_in_flight IS NOT NULL THEN
-    -- A slot counts while its message holds that lease and the lease has not ended.
-    DELETE FROM {{schema}}.flight_slots s
-    WHERE s.queue = flow_gate.queue
-      AND NOT EXISTS (SELECT 1 FROM {{schema}}.messages m WHERE m.id = s.message_id AND m.lease = s.lease AND m.available_at > now());
-    SELECT count(*) INTO busy FROM {{schema}}.flight_slots s WHERE s.queue = flow_gate.queue;
-    allowance := least(allowance, f.max_in_flight - busy);
-  END IF;
+  allowance := least(max, f.max_in_flight);
   IF f.rate_limit IS NOT NULL THEN
     allowance := least(allowance, coalesce(
       (SELECT {{schema}}.rate_window_room(w.stamps, w.counts, f.rate_limit, f.rate_per, now())
@@ -663,8 +645,38 @@ DECLARE
   keys text[];
   locked_keys text[];
   taken_counts integer[];
+  cap integer;
+  busy integer;
 BEGIN
   SELECT * INTO f FROM {{schema}}.queue_flow x WHERE x.queue = flow_take.queue;
+  IF f.max_in_flight IS NOT NULL OR f.rate_limit IS NOT NULL THEN
+    -- One claim at a time decides the queue-wide limits; the next one's statements see its
+    -- commit. (Read again under the lock: a pause or a change of limits may have committed.)
+    SELECT * INTO f FROM {{schema}}.queue_flow x WHERE x.queue = flow_take.queue FOR NO KEY UPDATE;
+    IF NOT FOUND OR f.paused THEN
+      RETURN '{}';
+    END IF;
+    cap := cardinality(ids);
+    IF f.max_in_flight IS NOT NULL THEN
+      -- A slot counts while its message holds that lease and the lease has not ended.
+      DELETE FROM {{schema}}.flight_slots s
+      WHERE s.queue = flow_take.queue
+        AND NOT EXISTS (SELECT 1 FROM {{schema}}.messages m WHERE m.id = s.message_id AND m.lease = s.lease AND m.available_at > now());
+      SELECT count(*) INTO busy FROM {{schema}}.flight_slots s WHERE s.queue = flow_take.queue;
+      cap := least(cap, f.max_in_flight - busy);
+    END IF;
+    IF f.rate_limit IS NOT NULL THEN
+      cap := least(cap, coalesce(
+        (SELECT {{schema}}.rate_window_room(w.stamps, w.counts, f.rate_limit, f.rate_per, now())
+         FROM {{schema}}.rate_windows w WHERE w.queue = flow_take.queue AND w.rate_key = ''), f.rate_limit));
+    END IF;
+    IF cap <= 0 THEN
+      RETURN '{}';
+    END IF;
+    IF cap < cardinality(ids) THEN
+      kept := ids[1:cap];
+    END IF;
+  END IF;
   IF f.key_rate_limit IS NOT NULL THEN
     SELECT array_agg(DISTINCT m.headers ->> 'postbox-rate-key' COLLATE "C") INTO keys
     FROM {{schema}}.messages m WHERE m.id = ANY (ids) AND m.headers ? 'postbox-rate-key';
@@ -676,15 +688,16 @@ BEGIN
       WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.rate_windows w WHERE w.queue = flow_take.queue AND w.rate_key = k)
       ORDER BY k COLLATE "C"
       ON CONFLICT ON CONSTRAINT rate_windows_pkey DO NOTHING;
-      -- Keys another claim holds right now are skipped (their messages wait for the next claim);
-      -- the room of each locked key is read from its newest version, under the lock.
+      -- The room of each key is read from its newest version, under the lock. Per key, the first
+      -- candidates in claim order take it; then the queue-wide cap takes the first of those.
       WITH locked AS (
         SELECT w.rate_key, w.stamps, w.counts FROM {{schema}}.rate_windows w
         WHERE w.queue = flow_take.queue AND w.rate_key = ANY (keys)
         ORDER BY w.rate_key COLLATE "C"
-        FOR NO KEY UPDATE SKIP LOCKED
+        FOR NO KEY UPDATE
       ), room AS (
-        SELECT l.rate_key, {{schema}}.rate_window_room(l.stamps, l.counts, f.key_rate_limit, f.key_rate_per, now()) AS room
+        SELECT l.rate_key, f.key_rate_limit - coalesce((SELECT sum(e.c) FROM unnest(l.stamps, l.counts) AS e(s, c)
+                                                        WHERE e.s > now() - f.key_rate_per), 0) AS room
         FROM locked l
       ), ranked AS (
         SELECT p.id, p.ord, m.headers ->> 'postbox-rate-key' AS rate_key,
@@ -693,21 +706,16 @@ BEGIN
       ), chosen AS (
         SELECT r.id, r.ord, r.rate_key FROM ranked r LEFT JOIN room ON room.rate_key = r.rate_key
         WHERE r.rate_key IS NULL OR r.n <= room.room
+        ORDER BY r.ord LIMIT coalesce(cap, cardinality(ids))
+      ), per_key AS (
+        SELECT rm.rate_key, (SELECT count(*) FROM chosen c WHERE c.rate_key = rm.rate_key)::integer AS n FROM room rm
       )
       SELECT (SELECT coalesce(array_agg(c.id ORDER BY c.ord), '{}') FROM chosen c),
-             array_agg(rm.rate_key),
-             array_agg((SELECT count(*) FROM chosen c WHERE c.rate_key = rm.rate_key)::integer)
-      INTO kept, locked_keys, taken_counts
-      FROM room rm;
-      IF locked_keys IS NOT NULL THEN
-        -- Every locked key's window is written again, with 0 claims when it had no room: that
-        -- refreshes free_at, so the next scans skip it.
-        UPDATE {{schema}}.rate_windows w
-        SET (stamps, counts, free_at) = (SELECT p.new_stamps, p.new_counts, p.free_at
-                                         FROM {{schema}}.rate_window_push(w.stamps, w.counts, t.n, f.key_rate_limit, f.key_rate_per, now()) p)
-        FROM unnest(locked_keys, taken_counts) AS t(rate_key, n)
-        WHERE w.queue = flow_take.queue AND w.rate_key = t.rate_key;
-      END IF;
+             (SELECT array_agg(pk.rate_key) FROM per_key pk), (SELECT array_agg(pk.n) FROM per_key pk)
+      INTO kept, locked_keys, taken_counts;
+      -- Every locked key's window is written again, with 0 claims when it had no room: that
+      -- refreshes free_at, so the next scans skip it.
+      PERFORM {{schema}}.rate_windows_record(flow_take.queue, locked_keys, taken_counts, f.key_rate_limit, f.key_rate_per, now());
       -- Now and then, rows of keys whose window is empty go: they hold nothing a claim needs.
       IF random() < 0.01 THEN
         DELETE FROM {{schema}}.rate_windows w
@@ -723,13 +731,10 @@ BEGIN
     RETURN kept;
   END IF;
   IF f.rate_limit IS NOT NULL THEN
-    -- The queue-wide window: flow_gate holds the queue_flow row, so no other claim writes it now.
-    INSERT INTO {{schema}}.rate_windows AS w (queue, rate_key, stamps, counts, free_at)
-    SELECT flow_take.queue, '', p.new_stamps, p.new_counts, p.free_at
-    FROM {{schema}}.rate_window_push('{}', '{}', cardinality(kept), f.rate_limit, f.rate_per, now()) p
-    ON CONFLICT ON CONSTRAINT rate_windows_pkey DO UPDATE
-    SET (stamps, counts, free_at) = (SELECT p.new_stamps, p.new_counts, p.free_at
-                                     FROM {{schema}}.rate_window_push(w.stamps, w.counts, cardinality(kept), f.rate_limit, f.rate_per, now()) p);
+    -- The queue-wide window: this claim holds the queue_flow row, so no other claim writes it now.
+    INSERT INTO {{schema}}.rate_windows (queue, rate_key) VALUES (flow_take.queue, '')
+    ON CONFLICT ON CONSTRAINT rate_windows_pkey DO NOTHING;
+    PERFORM {{schema}}.rate_windows_record(flow_take.queue, ARRAY[''], ARRAY[cardinality(kept)], f.rate_limit, f.rate_per, now());
   END IF;
   IF f.max_in_flight IS NOT NULL THEN
     -- A slot of a message the claim then does not take (claim_groups refused it) never counts:
@@ -1123,31 +1128,44 @@ BEGIN
     MESSAGE = format('unrouted must be ''count'' or ''error'', got %s', coalesce(quote_literal(unrouted), 'NULL'));
 END $function$;
 
-CREATE OR REPLACE FUNCTION {{schema}}.rate_window_push(stamps timestamp with time zone[], counts integer[], n integer, lim integer, per interval, at timestamp with time zone, OUT new_stamps timestamp with time zone[], OUT new_counts integer[], OUT free_at timestamp with time zone)
- RETURNS record
- LANGUAGE sql
- IMMUTABLE PARALLEL SAFE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-  WITH kept AS (
-    SELECT e.s, e.c FROM unnest(stamps, counts) AS e(s, c) WHERE e.s > at - per AND e.c > 0
-    UNION ALL
-    SELECT at, n WHERE n > 0
-  ), running AS (
-    SELECT k.s, k.c, sum(k.c) OVER (ORDER BY k.s ROWS UNBOUNDED PRECEDING) AS cum, sum(k.c) OVER () AS total FROM kept k
-  )
-  SELECT coalesce(array_agg(r.s ORDER BY r.s), '{}'), coalesce(array_agg(r.c ORDER BY r.s), '{}'),
-         coalesce(min(r.s + per) FILTER (WHERE r.total >= lim AND r.cum >= r.total - lim + 1), '-infinity')
-  FROM running r
-$function$;
-
 CREATE OR REPLACE FUNCTION {{schema}}.rate_window_room(stamps timestamp with time zone[], counts integer[], lim integer, per interval, at timestamp with time zone)
  RETURNS integer
  LANGUAGE sql
  IMMUTABLE PARALLEL SAFE
- SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
   SELECT lim - coalesce(sum(e.c), 0)::integer FROM unnest(stamps, counts) AS e(s, c) WHERE e.s > at - per
+$function$;
+
+CREATE OR REPLACE FUNCTION {{schema}}.rate_windows_record(queue text, keys text[], n integer[], lim integer, per interval, at timestamp with time zone)
+ RETURNS void
+ LANGUAGE sql
+AS $function$
+  WITH given AS MATERIALIZED (
+    SELECT g.rate_key, g.n FROM unnest(keys, n) AS g(rate_key, n)
+  ), entries AS (
+    SELECT w.rate_key, e.s, e.c
+    FROM {{schema}}.rate_windows w JOIN given g ON g.rate_key = w.rate_key
+    CROSS JOIN LATERAL unnest(w.stamps, w.counts) AS e(s, c)
+    WHERE w.queue = rate_windows_record.queue AND e.s > at - per AND e.c > 0
+    UNION ALL
+    SELECT g.rate_key, to_timestamp(ceil(extract(epoch FROM at) * 20 / extract(epoch FROM per)) * extract(epoch FROM per) / 20), g.n
+    FROM given g WHERE g.n > 0
+  ), merged AS (
+    SELECT e.rate_key, e.s, sum(e.c)::integer AS c FROM entries e GROUP BY e.rate_key, e.s
+  ), running AS (
+    SELECT m.rate_key, m.s, m.c,
+           sum(m.c) OVER (PARTITION BY m.rate_key ORDER BY m.s ROWS UNBOUNDED PRECEDING) AS cum,
+           sum(m.c) OVER (PARTITION BY m.rate_key) AS total
+    FROM merged m
+  ), windows AS MATERIALIZED (
+    SELECT r.rate_key, array_agg(r.s ORDER BY r.s) AS stamps, array_agg(r.c ORDER BY r.s) AS counts,
+           coalesce(min(r.s + per) FILTER (WHERE r.total >= lim AND r.cum >= r.total - lim + 1), '-infinity') AS free_at
+    FROM running r GROUP BY r.rate_key
+  )
+  UPDATE {{schema}}.rate_windows w
+  SET stamps = coalesce(x.stamps, '{}'), counts = coalesce(x.counts, '{}'), free_at = coalesce(x.free_at, '-infinity')
+  FROM given g LEFT JOIN windows x ON x.rate_key = g.rate_key
+  WHERE w.queue = rate_windows_record.queue AND w.rate_key = g.rate_key
 $function$;
 
 CREATE OR REPLACE FUNCTION {{schema}}.receive(queue text, max integer DEFAULT 1, visibility_timeout interval DEFAULT NULL::interval)
@@ -1252,7 +1270,7 @@ BEGIN
     END IF;
     -- flow: the allowance is used up; or keys refused some candidates, so look again past them.
     EXIT WHEN taken >= flow_allowance;
-    CONTINUE WHEN exhausted IS NULL AND flow_keyed AND cardinality(flow_refused) > 0 AND taken < max;
+    CONTINUE WHEN exhausted IS NULL AND flow_keyed AND cardinality(flow_refused) > 0 AND taken < max AND round < 4;
     EXIT WHEN exhausted IS NULL;
     -- A message whose last attempt's lease ran out (its consumer died) is dead, not redelivered.
     -- Its group lease has expired with it; the row goes too, unless a claim holds it right now.

@@ -49,7 +49,7 @@ export const CONSUMER_FUNCTIONS = [
   'receive', 'claim_groups', 'ack', 'nack', 'extend', 'release', 'dead_letter', 'retry_delay', 'require_queue', 'assert_queue_name',
   'wake_key',
   // flow control (migrations/0007_flow_control.sql)
-  'flow_gate', 'flow_take', 'rate_window_push', 'rate_window_room',
+  'flow_gate', 'flow_take', 'rate_windows_record', 'rate_window_room',
 ] as const
 
 const ident = (name: string) => `"${name}"` // names are validated: plain lower-case identifiers
