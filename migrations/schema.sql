@@ -25,13 +25,14 @@ CREATE INDEX bindings_words_idx ON {{schema}}.bindings USING gin (words) WITH (f
 
 CREATE TABLE {{schema}}.flight_slots (
   queue text NOT NULL,
-  message_id bigint NOT NULL,
-  lease uuid NOT NULL,
-  CONSTRAINT flight_slots_pkey PRIMARY KEY (queue, message_id),
+  slot integer NOT NULL,
+  message_id bigint,
+  lease uuid,
+  CONSTRAINT flight_slots_pkey PRIMARY KEY (queue, slot),
   CONSTRAINT flight_slots_queue_fkey FOREIGN KEY (queue) REFERENCES {{schema}}.queues(name) ON DELETE CASCADE
 );
 
-ALTER TABLE {{schema}}.flight_slots SET (autovacuum_vacuum_scale_factor=0, autovacuum_vacuum_threshold=1000, autovacuum_vacuum_cost_delay=1);
+ALTER TABLE {{schema}}.flight_slots SET (fillfactor=50, autovacuum_vacuum_scale_factor=0, autovacuum_vacuum_threshold=1000, autovacuum_vacuum_cost_delay=1);
 
 CREATE TABLE {{schema}}.group_leases (
   queue text NOT NULL,
@@ -646,30 +647,19 @@ DECLARE
   locked_keys text[];
   taken_counts integer[];
   cap integer;
-  busy integer;
+  slots integer[];
 BEGIN
   SELECT * INTO f FROM {{schema}}.queue_flow x WHERE x.queue = flow_take.queue;
-  IF f.max_in_flight IS NOT NULL OR f.rate_limit IS NOT NULL THEN
-    -- One claim at a time decides the queue-wide limits; the next one's statements see its
-    -- commit. (Read again under the lock: a pause or a change of limits may have committed.)
+  IF f.rate_limit IS NOT NULL THEN
+    -- One claim at a time decides the queue's rate; the next one's statements see its commit.
+    -- (Read again under the lock: a pause or a change of limits may have committed.)
     SELECT * INTO f FROM {{schema}}.queue_flow x WHERE x.queue = flow_take.queue FOR NO KEY UPDATE;
     IF NOT FOUND OR f.paused THEN
       RETURN '{}';
     END IF;
-    cap := cardinality(ids);
-    IF f.max_in_flight IS NOT NULL THEN
-      -- A slot counts while its message holds that lease and the lease has not ended.
-      DELETE FROM {{schema}}.flight_slots s
-      WHERE s.queue = flow_take.queue
-        AND NOT EXISTS (SELECT 1 FROM {{schema}}.messages m WHERE m.id = s.message_id AND m.lease = s.lease AND m.available_at > now());
-      SELECT count(*) INTO busy FROM {{schema}}.flight_slots s WHERE s.queue = flow_take.queue;
-      cap := least(cap, f.max_in_flight - busy);
-    END IF;
-    IF f.rate_limit IS NOT NULL THEN
-      cap := least(cap, coalesce(
-        (SELECT {{schema}}.rate_window_room(w.stamps, w.counts, f.rate_limit, f.rate_per, now())
-         FROM {{schema}}.rate_windows w WHERE w.queue = flow_take.queue AND w.rate_key = ''), f.rate_limit));
-    END IF;
+    cap := least(cardinality(ids), coalesce(
+      (SELECT {{schema}}.rate_window_room(w.stamps, w.counts, f.rate_limit, f.rate_per, now())
+       FROM {{schema}}.rate_windows w WHERE w.queue = flow_take.queue AND w.rate_key = ''), f.rate_limit));
     IF cap <= 0 THEN
       RETURN '{}';
     END IF;
@@ -696,8 +686,11 @@ BEGIN
         ORDER BY w.rate_key COLLATE "C"
         FOR NO KEY UPDATE
       ), room AS (
-        SELECT l.rate_key, f.key_rate_limit - coalesce((SELECT sum(e.c) FROM unnest(l.stamps, l.counts) AS e(s, c)
-                                                        WHERE e.s > now() - f.key_rate_per), 0) AS room
+        -- rate_window_room, written out: a function call per key cost more than the rest of this.
+        SELECT l.rate_key,
+               (SELECT CASE WHEN max(e.s) > now() + f.key_rate_per THEN 0
+                            ELSE f.key_rate_limit - coalesce(sum(e.c) FILTER (WHERE e.s > now() - f.key_rate_per), 0) END
+                FROM unnest(l.stamps, l.counts) AS e(s, c)) AS room
         FROM locked l
       ), ranked AS (
         SELECT p.id, p.ord, m.headers ->> 'postbox-rate-key' AS rate_key,
@@ -707,24 +700,64 @@ BEGIN
         SELECT r.id, r.ord, r.rate_key FROM ranked r LEFT JOIN room ON room.rate_key = r.rate_key
         WHERE r.rate_key IS NULL OR r.n <= room.room
         ORDER BY r.ord LIMIT coalesce(cap, cardinality(ids))
-      ), per_key AS (
-        SELECT rm.rate_key, (SELECT count(*) FROM chosen c WHERE c.rate_key = rm.rate_key)::integer AS n FROM room rm
       )
-      SELECT (SELECT coalesce(array_agg(c.id ORDER BY c.ord), '{}') FROM chosen c),
-             (SELECT array_agg(pk.rate_key) FROM per_key pk), (SELECT array_agg(pk.n) FROM per_key pk)
-      INTO kept, locked_keys, taken_counts;
-      -- Every locked key's window is written again, with 0 claims when it had no room: that
-      -- refreshes free_at, so the next scans skip it.
-      PERFORM {{schema}}.rate_windows_record(flow_take.queue, locked_keys, taken_counts, f.key_rate_limit, f.key_rate_per, now());
-      -- Now and then, rows of keys whose window is empty go: they hold nothing a claim needs.
-      IF random() < 0.01 THEN
-        DELETE FROM {{schema}}.rate_windows w
-        WHERE w.queue = flow_take.queue AND (w.queue, w.rate_key) IN (
-          SELECT x.queue, x.rate_key FROM {{schema}}.rate_windows x
-          WHERE x.queue = flow_take.queue AND x.rate_key <> '' AND x.free_at < now()
-            AND NOT EXISTS (SELECT 1 FROM unnest(x.stamps) s WHERE s > now() - f.key_rate_per)
-          LIMIT 1000 FOR UPDATE SKIP LOCKED);
-      END IF;
+      SELECT (SELECT coalesce(array_agg(c.id ORDER BY c.ord), '{}') FROM chosen c), (SELECT array_agg(rm.rate_key) FROM room rm)
+      INTO kept, locked_keys;
+    END IF;
+  END IF;
+  IF f.max_in_flight IS NOT NULL AND cardinality(kept) > 0 THEN
+    -- A free slot per message. Locked with SKIP LOCKED, then decided again on a fresh snapshot:
+    -- a slot another claim filled and committed between this statement's snapshot and its lock
+    -- looks free to it (the re-check of a locked row reads other tables with the old snapshot).
+    SELECT coalesce(array_agg(x.slot), '{}') INTO slots FROM (
+      SELECT s.slot FROM {{schema}}.flight_slots s
+      WHERE s.queue = flow_take.queue AND s.slot <= f.max_in_flight
+        AND (s.message_id IS NULL OR NOT EXISTS (SELECT 1 FROM {{schema}}.messages m
+                                                 WHERE m.id = s.message_id AND m.lease = s.lease AND m.available_at > now()))
+      LIMIT cardinality(kept)
+      FOR UPDATE SKIP LOCKED) x;
+    IF cardinality(slots) > 0 THEN
+      slots := ARRAY(SELECT s.slot FROM {{schema}}.flight_slots s
+                     WHERE s.queue = flow_take.queue AND s.slot = ANY (slots)
+                       AND (s.message_id IS NULL OR NOT EXISTS (SELECT 1 FROM {{schema}}.messages m
+                                                                WHERE m.id = s.message_id AND m.lease = s.lease AND m.available_at > now())));
+    END IF;
+    IF cardinality(slots) < cardinality(kept) AND f.max_in_flight > 10000 THEN
+      -- Above 10,000 the slots are not made up front: new ones at random numbers up to the limit
+      -- (a number already taken is simply not returned).
+      WITH made AS (
+        INSERT INTO {{schema}}.flight_slots AS s (queue, slot)
+        SELECT DISTINCT flow_take.queue, 1 + floor(random() * f.max_in_flight)::integer
+        FROM generate_series(1, cardinality(kept) - cardinality(slots))
+        ON CONFLICT ON CONSTRAINT flight_slots_pkey DO NOTHING
+        RETURNING s.slot
+      )
+      SELECT slots || coalesce(array_agg(made.slot), '{}') INTO slots FROM made;
+    END IF;
+    kept := kept[1:cardinality(slots)];
+    UPDATE {{schema}}.flight_slots s SET message_id = a.id, lease = token
+    FROM unnest(kept, slots[1:cardinality(kept)]) AS a(id, slot)
+    WHERE s.queue = flow_take.queue AND s.slot = a.slot;
+  END IF;
+  IF locked_keys IS NOT NULL THEN
+    -- Every locked key's window is written again, with 0 claims when it had no room: that
+    -- refreshes free_at, so the next scans skip it.
+    SELECT array_agg(k.rate_key ORDER BY k.ord), array_agg(coalesce(c.n, 0) ORDER BY k.ord) INTO locked_keys, taken_counts
+    FROM unnest(locked_keys) WITH ORDINALITY AS k(rate_key, ord)
+    LEFT JOIN (SELECT m.headers ->> 'postbox-rate-key' AS rate_key, count(*)::integer AS n FROM {{schema}}.messages m
+               WHERE m.id = ANY (kept) GROUP BY 1) c ON c.rate_key = k.rate_key;
+    PERFORM {{schema}}.rate_windows_record(flow_take.queue, locked_keys, taken_counts, f.key_rate_limit, f.key_rate_per, now());
+    -- Now and then, rows of keys whose window is empty go: they hold nothing a claim needs. (Not
+    -- the keys of this claim: one inserted just now is empty until it is recorded.)
+    IF random() < 0.01 THEN
+      DELETE FROM {{schema}}.rate_windows w
+      WHERE w.queue = flow_take.queue AND (w.queue, w.rate_key) IN (
+        SELECT x.queue, x.rate_key FROM {{schema}}.rate_windows x
+        -- A minute's margin: a claim whose transaction started that much earlier than this one
+        -- would find the row gone and count nothing before it.
+        WHERE x.queue = flow_take.queue AND x.rate_key <> '' AND x.rate_key <> ALL (locked_keys) AND x.free_at < now() - interval '1 minute'
+        AND NOT EXISTS (SELECT 1 FROM unnest(x.stamps) s WHERE s > now() - 2 * f.key_rate_per - interval '1 minute')
+        LIMIT 1000 FOR UPDATE SKIP LOCKED);
     END IF;
   END IF;
   IF cardinality(kept) = 0 THEN
@@ -736,13 +769,8 @@ BEGIN
     ON CONFLICT ON CONSTRAINT rate_windows_pkey DO NOTHING;
     PERFORM {{schema}}.rate_windows_record(flow_take.queue, ARRAY[''], ARRAY[cardinality(kept)], f.rate_limit, f.rate_per, now());
   END IF;
-  IF f.max_in_flight IS NOT NULL THEN
-    -- A slot of a message the claim then does not take (claim_groups refused it) never counts:
-    -- the message does not hold this token.
-    INSERT INTO {{schema}}.flight_slots (queue, message_id, lease)
-    SELECT flow_take.queue, k, token FROM unnest(kept) AS k
-    ON CONFLICT ON CONSTRAINT flight_slots_pkey DO UPDATE SET lease = excluded.lease;
-  END IF;
+  -- (A slot given to a message that claim_groups then refuses is free again at once: the message
+  -- does not hold this token.)
   RETURN kept;
 END $function$;
 
@@ -1133,7 +1161,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.rate_window_room(stamps timestamp with tim
  LANGUAGE sql
  IMMUTABLE PARALLEL SAFE
 AS $function$
-  SELECT lim - coalesce(sum(e.c), 0)::integer FROM unnest(stamps, counts) AS e(s, c) WHERE e.s > at - per
+  SELECT CASE WHEN max(e.s) > at + per THEN 0 ELSE lim - coalesce(sum(e.c) FILTER (WHERE e.s > at - per), 0)::integer END
+  FROM unnest(stamps, counts) AS e(s, c)
 $function$;
 
 CREATE OR REPLACE FUNCTION {{schema}}.rate_windows_record(queue text, keys text[], n integer[], lim integer, per interval, at timestamp with time zone)
@@ -1146,7 +1175,7 @@ AS $function$
     SELECT w.rate_key, e.s, e.c
     FROM {{schema}}.rate_windows w JOIN given g ON g.rate_key = w.rate_key
     CROSS JOIN LATERAL unnest(w.stamps, w.counts) AS e(s, c)
-    WHERE w.queue = rate_windows_record.queue AND e.s > at - per AND e.c > 0
+    WHERE w.queue = rate_windows_record.queue AND e.s > at - 2 * per AND e.c > 0
     UNION ALL
     SELECT g.rate_key, to_timestamp(ceil(extract(epoch FROM at) * 20 / extract(epoch FROM per)) * extract(epoch FROM per) / 20), g.n
     FROM given g WHERE g.n > 0
@@ -1154,12 +1183,12 @@ AS $function$
     SELECT e.rate_key, e.s, sum(e.c)::integer AS c FROM entries e GROUP BY e.rate_key, e.s
   ), running AS (
     SELECT m.rate_key, m.s, m.c,
-           sum(m.c) OVER (PARTITION BY m.rate_key ORDER BY m.s ROWS UNBOUNDED PRECEDING) AS cum,
-           sum(m.c) OVER (PARTITION BY m.rate_key) AS total
+           sum(m.c) FILTER (WHERE m.s > at - per) OVER (PARTITION BY m.rate_key ORDER BY m.s ROWS UNBOUNDED PRECEDING) AS cum,
+           sum(m.c) FILTER (WHERE m.s > at - per) OVER (PARTITION BY m.rate_key) AS total
     FROM merged m
   ), windows AS MATERIALIZED (
     SELECT r.rate_key, array_agg(r.s ORDER BY r.s) AS stamps, array_agg(r.c ORDER BY r.s) AS counts,
-           coalesce(min(r.s + per) FILTER (WHERE r.total >= lim AND r.cum >= r.total - lim + 1), '-infinity') AS free_at
+           coalesce(min(r.s + per) FILTER (WHERE r.s > at - per AND r.total >= lim AND r.cum >= r.total - lim + 1), '-infinity') AS free_at
     FROM running r GROUP BY r.rate_key
   )
   UPDATE {{schema}}.rate_windows w
@@ -1611,10 +1640,17 @@ BEGIN
   ON CONFLICT ON CONSTRAINT queue_flow_pkey DO UPDATE SET max_in_flight = excluded.max_in_flight, rate_limit = excluded.rate_limit,
     rate_per = excluded.rate_per, key_rate_limit = excluded.key_rate_limit, key_rate_per = excluded.key_rate_per, updated_at = now();
   IF max_in_flight IS NOT NULL AND had_max IS NULL THEN
-    -- Messages claimed before the limit existed count too.
-    INSERT INTO flight_slots (queue, message_id, lease)
-    SELECT m.queue, m.id, m.lease FROM messages m WHERE m.queue = queue AND m.lease IS NOT NULL AND m.available_at > now()
-    ON CONFLICT ON CONSTRAINT flight_slots_pkey DO UPDATE SET lease = excluded.lease;
+    -- Messages claimed before the limit existed take slots too (up to the limit).
+    INSERT INTO flight_slots (queue, slot, message_id, lease)
+    SELECT queue, x.n::integer, x.id, x.lease
+    FROM (SELECT m.id, m.lease, row_number() OVER (ORDER BY m.id) AS n FROM messages m
+          WHERE m.queue = queue AND m.lease IS NOT NULL AND m.available_at > now()) x
+    WHERE x.n <= max_in_flight;
+  END IF;
+  IF max_in_flight IS NOT NULL AND max_in_flight <= 10000 THEN
+    -- Up to 10,000 the slots are made up front; a claim only looks for a free one.
+    INSERT INTO flight_slots (queue, slot) SELECT queue, g FROM generate_series(1, max_in_flight) AS g
+    ON CONFLICT ON CONSTRAINT flight_slots_pkey DO NOTHING;
   ELSIF max_in_flight IS NULL THEN
     DELETE FROM flight_slots s WHERE s.queue = queue;
   END IF;
