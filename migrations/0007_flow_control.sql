@@ -28,7 +28,7 @@
 -- SQL and publish callers set the header). It is not a column: no send function changes, and a
 -- message's headers are already validated strings. A CHECK caps it at 512 bytes.
 --
--- WHAT THIS ADDS TO THE CLAIM (receive): five marked lines, "-- flow:", around the existing
+-- WHAT THIS ADDS TO THE CLAIM (receive): the places marked "-- flow:", around the existing
 -- statements, and two functions that hold the logic:
 --   1. flow_gate(queue, max) before the rounds, without a lock. NULL allowance: no row, or
 --      nothing set (every other line below is then a no-op). 0: paused, or the queue's rate
@@ -487,7 +487,7 @@ BEGIN
   END IF;
   lease_until := now() + coalesce(visibility_timeout, q.visibility_timeout);
   SELECT g.allowance, g.keyed INTO flow_allowance, flow_keyed FROM {{schema}}.flow_gate(queue, max) g; -- flow:
-  IF flow_allowance = 0 THEN RETURN; END IF; -- flow: paused, max_in_flight reached or the queue's rate window full
+  IF flow_allowance = 0 THEN RETURN; END IF; -- flow: paused, or the queue's rate window full
   -- Exhausted messages (see below) take places in the LIMIT; without another round a claim could
   -- return nothing while ready messages wait behind them, and a consumer would go idle. Each
   -- round moves at least one exhausted message away, and the rounds are capped so one call's

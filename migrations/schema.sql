@@ -1232,7 +1232,7 @@ BEGIN
   END IF;
   lease_until := now() + coalesce(visibility_timeout, q.visibility_timeout);
   SELECT g.allowance, g.keyed INTO flow_allowance, flow_keyed FROM {{schema}}.flow_gate(queue, max) g; -- flow:
-  IF flow_allowance = 0 THEN RETURN; END IF; -- flow: paused, max_in_flight reached or the queue's rate window full
+  IF flow_allowance = 0 THEN RETURN; END IF; -- flow: paused, or the queue's rate window full
   -- Exhausted messages (see below) take places in the LIMIT; without another round a claim could
   -- return nothing while ready messages wait behind them, and a consumer would go idle. Each
   -- round moves at least one exhausted message away, and the rounds are capped so one call's
