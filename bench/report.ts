@@ -17,6 +17,7 @@ export interface Row {
   comparisons?: Comparison[]
   /** Target on the absolute figure. */
   atMost?: number
+  atLeast?: number
 }
 
 /** The columns of comparisons, in print order. */
@@ -39,6 +40,7 @@ function comparisonMet(row: Row, c: Comparison): boolean | undefined {
 export function met(row: Row): boolean | undefined {
   const verdicts = [
     row.atMost === undefined ? undefined : row.value <= row.atMost,
+    row.atLeast === undefined ? undefined : row.value >= row.atLeast,
     ...(row.comparisons ?? []).map((c) => comparisonMet(row, c)),
   ].filter((v): v is boolean => v !== undefined)
   return verdicts.length === 0 ? undefined : verdicts.every(Boolean)
@@ -47,6 +49,7 @@ export function met(row: Row): boolean | undefined {
 function targets(row: Row): string {
   const parts: string[] = []
   if (row.atMost !== undefined) parts.push(`<= ${row.atMost} ${row.unit}`)
+  if (row.atLeast !== undefined) parts.push(`>= ${row.atLeast} ${row.unit}`)
   for (const c of row.comparisons ?? []) {
     const who = c.against === 'baseline' ? 'baseline' : c.against === 'graphile-worker' ? 'gw' : c.against
     if (c.ratioAtLeast !== undefined) parts.push(`>= ${c.ratioAtLeast}x ${who}`)

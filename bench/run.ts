@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --peers] [-- --churn 10m] [-- --tracing] [-- --only e2e,wake]
+// npm run bench [-- --quick] [-- --peers] [-- --churn 10m] [-- --tracing] [-- --only e2e,wake,flow]
 // Measures postbox against raw-SQL baselines and against its peers (graphile-worker, pg-boss),
 // all taken in the same run on the same Postgres with the same pool size and concurrency, and
 // prints each figure absolute and as a ratio to each of them, with the targets from DESIGN.md.
@@ -13,6 +13,7 @@ import type { Contender, EndToEndRun } from './contender.js'
 import { cpuBetween, cpuReader } from './cpu.js'
 import { settle } from './end-to-end.js'
 import { percentile, progress } from './measure.js'
+import * as flow from './flow-scenarios.js'
 import * as scenario from './postbox-scenarios.js'
 import { printReport, type Comparison, type Row } from './report.js'
 import { summarise } from './statement-log.js'
@@ -37,7 +38,7 @@ const LATENCY_GAP_MS = 20
 
 /**
  * `--only` runs a subset of the figures, for quicker comparisons while working: a comma-separated
- * list of send, batch, publish, e2e, wake, backlog, churn, cost. Every figure runs without it.
+ * list of send, batch, publish, e2e, wake, backlog, churn, cost, flow. Every figure runs without it.
  */
 const only = args.only?.split(',').map((part) => part.trim())
 const wants = (figure: string) => only === undefined || only.includes(figure)
@@ -55,6 +56,22 @@ try {
 } finally {
   for (const c of contenders) await c.close().catch(() => {})
   await db.close()
+}
+
+/** The flow-control rows: the limits' cost when not reached, and a fleet's use of an allowed rate. */
+async function measureFlow(): Promise<void> {
+  progress('postbox: claim+ack of queues whose limits are not reached, against the same queue without limits')
+  const claim = await flow.limitedClaimRounds(db)
+  for (const variant of Object.keys(flow.LIMIT_VARIANTS).filter((v) => v !== 'unlimited')) {
+    rows.push({
+      name: `claim+ack, ${variant} not reached (median of 3)`, unit: 'msg/s', value: claim[variant] as number,
+      comparisons: [{ against: 'baseline', what: 'no limits', value: claim['unlimited'] as number, ratioAtLeast: 0.9 }],
+    })
+  }
+  progress('postbox: 1,000 keys at 2 claims/s each, a worker of concurrency 50')
+  const keys = await flow.keyRateUtilisation(db)
+  rows.push({ name: '1,000 keys at 2/s: share of the allowed rate used', unit: '', value: keys.used, atLeast: 0.9 })
+  rows.push({ name: '1,000 keys at 2/s: most claims of one key in any 1 s (limit 2)', unit: '', value: keys.busiestSecond, atMost: 2 })
 }
 
 async function measureAll(): Promise<void> {
@@ -205,6 +222,8 @@ async function measureAll(): Promise<void> {
       rows.push({ name: `${step}: statements per message`, unit: '', value: c.statementsPerMessage })
     }
   }
+
+  if (wants('flow')) await measureFlow()
 
   printReport(rows)
   const diagnostics = printEndToEndDiagnostics(drains, runs, latencies)

@@ -54,6 +54,8 @@ export interface QueueStats {
   total: number
   oldestReadyAgeMs: number | null
   retained: number
+  /** Whether the queue is paused (`pauseQueue`). */
+  paused: boolean
 }
 
 function stats(row: QueueStatsRow): QueueStats {
@@ -66,6 +68,7 @@ function stats(row: QueueStatsRow): QueueStats {
     total: row.total,
     oldestReadyAgeMs: row.oldest_ready_age_ms,
     retained: row.retained,
+    paused: row.paused,
   }
 }
 
@@ -188,6 +191,23 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   /** Every queue's settings, by name. */
   listQueues(): Promise<QueueInfo[]> {
     return this.queues.list()
+  }
+
+  /**
+   * Pauses a queue: sends are still accepted, and no consumer claims anything from it (in any
+   * process) until `resumeQueue`. Messages in flight finish as usual. Returns false when it was
+   * paused already. Shown as `paused` in `stats()` and the `queue_stats` view.
+   *
+   * @example
+   * await postbox.pauseQueue('scrape')   // the site asked us to back off
+   */
+  pauseQueue(name: string): Promise<boolean> {
+    return this.queues.pause(name)
+  }
+
+  /** Resumes a paused queue; its idle consumers are woken at once. Returns false when it was not paused. */
+  resumeQueue(name: string): Promise<boolean> {
+    return this.queues.resume(name)
   }
 
   /** Deletes every message of a queue (waiting, delayed and in flight) and keeps the queue; returns how many. */

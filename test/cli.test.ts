@@ -201,6 +201,27 @@ describe('postbox redrive / purge', () => {
   })
 })
 
+describe('postbox pause / resume', () => {
+  it('pauses and resumes a queue (exit 0), shows it in queues, and fails with one line for an unknown queue', async () => {
+    const queue = await freshQueue()
+    await t.postbox.updateQueue(queue, { keyRateLimit: { limit: 2, per: '1s' } })
+    const paused = await runCli(['pause', queue, ...conn()])
+    expect(paused).toMatchObject({ code: 0, stdout: `paused ${queue}\n` })
+    expect((await t.postbox.getQueue(queue))?.paused).toBe(true)
+    const again = await runCli(['pause', queue, '--json', ...conn()])
+    expect(JSON.parse(again.stdout)).toEqual({ queue, paused: true, changed: false })
+    const table = await runCli(['queues', ...conn()])
+    expect(table.stdout).toMatch(new RegExp(`^ ${queue} .*\\| paused, 2/1s per key *$`, 'm'))
+    const resumed = await runCli(['resume', queue, ...conn()])
+    expect(resumed).toMatchObject({ code: 0, stdout: `resumed ${queue}\n` })
+    expect((await t.postbox.stats(queue))[0]?.paused).toBe(false)
+    const unknown = await runCli(['pause', 'nope', ...conn()])
+    expect(unknown.code).toBe(1)
+    expect(oneLine(unknown.stderr)).toMatch(/^postbox: queue 'nope' does not exist/)
+    expect((await runCli(['resume', ...conn()])).code).toBe(2)
+  })
+})
+
 describe('connection and usage', () => {
   it('takes the database from --url, --database-url or DATABASE_URL, and says so when there is none', async () => {
     const viaOld = await runCli(['stats', '--database-url', t.url, '--schema', t.schema, '--json'])
@@ -229,7 +250,7 @@ describe('connection and usage', () => {
     expect((await runCli(['stats', '--nope'])).code).toBe(2)
     const help = await runCli(['--help'])
     expect(help.code).toBe(0)
-    for (const command of ['queues', 'stats', 'peek', 'send', 'redrive', 'purge', 'dashboard', 'migrate']) expect(help.stdout).toContain(command)
+    for (const command of ['queues', 'stats', 'peek', 'send', 'redrive', 'purge', 'pause', 'resume', 'dashboard', 'migrate']) expect(help.stdout).toContain(command)
   })
 })
 

@@ -75,6 +75,20 @@ describe('the dashboard pages and API', () => {
     expect(api.unrouted.count).toBeGreaterThanOrEqual(1)
   })
 
+  it('shows a paused queue and a queue\'s limits in the list, in HTML and JSON', async () => {
+    await t.postbox.createQueue('d-flow', { maxInFlight: 20, keyRateLimit: { limit: 2, per: '1s' } })
+    await t.postbox.pauseQueue('d-flow')
+    const url = await serve()
+    const page = await (await fetch(`${url}/`)).text()
+    expect(page).toMatch(/<tr data-queue="d-flow">\s*<td class="name">.*data-testid="paused">paused<.*max 20 in flight, 2\/1s per key/)
+    expect(page).not.toMatch(/<tr data-queue="d-flow.dead">\s*<td class="name">[^\n]*paused/)
+    const api = await (await fetch(`${url}/api/queues`)).json() as { queues: { queue: string; paused: boolean; flow: string }[] }
+    expect(api.queues.find((q) => q.queue === 'd-flow')).toMatchObject({ paused: true, flow: 'paused, max 20 in flight, 2/1s per key' })
+    await t.postbox.resumeQueue('d-flow')
+    expect((await (await fetch(`${url}/api/queues`)).json() as { queues: { queue: string; paused: boolean }[] }).queues.find((q) => q.queue === 'd-flow'))
+      .toMatchObject({ paused: false })
+  })
+
   it('answers 404 for an unknown queue and path, and serves /metrics as Prometheus text', async () => {
     await t.postbox.createQueue('d-metrics')
     await t.postbox.send('d-metrics', 1)

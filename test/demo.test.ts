@@ -21,9 +21,11 @@ describe('the demo (npm run demo)', () => {
     expect(orders?.byQueue['shipping-label']).toMatchObject({ completed: 5, failed: 1, retried: 1, deadLettered: 0 })
     expect(orders?.byQueue['fraud-check']).toMatchObject({ completed: 4, failed: 3, retried: 2, deadLettered: 1 })
 
-    // Scraping: the burst of 1,000 URLs all handled, by a fleet that grew mid-run.
+    // Scraping: the burst of 1,000 URLs on 100 sites all handled, by a fleet that grew mid-run.
     expect(scraping).toMatchObject({ scenario: 'scraping fleet', sent: 1000, handled: 1000, retried: 0, deadLettered: 0 })
     expect(lines.some((line) => line.includes('+6 workers joined'))).toBe(true)
+    // The per-site rate limit held while the fleet grew: claims of one site, by the database clock.
+    expect(lines).toContainEqual(expect.stringMatching(/politeness held: at most [12] fetches of one site in any second \(limit 2\)/))
 
     // Order events: five events published once; each reached the queues bound to it (eleven
     // copies: by pattern, and through the header filters), and the one nobody subscribed to was counted.

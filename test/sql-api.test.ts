@@ -117,8 +117,8 @@ describe('send from SQL', () => {
     // The hot path skips SET search_path for speed (see 0001_init.sql); it must then be SECURITY INVOKER.
     const unpinned = rows.filter((r) => !r.pinned)
     expect(unpinned.map((r) => r.proname).sort()).toEqual([
-      'ack', 'claim', 'claim_groups', 'deliver', 'lock_queues', 'matching_queues', 'message_problem', 'publish_batch', 'publish_message', 'receive',
-      'routing_key_problem', 'send_batch', 'send_message', 'wake', 'wake_key',
+      'ack', 'claim', 'claim_groups', 'deliver', 'flow_gate', 'flow_take', 'lock_queues', 'matching_queues', 'message_problem', 'publish_batch',
+      'publish_message', 'rate_window_room', 'rate_windows_record', 'receive', 'routing_key_problem', 'send_batch', 'send_message', 'wake', 'wake_key',
     ])
     expect(unpinned.filter((r) => r.definer)).toEqual([])
     expect(rows.filter((r) => r.public_exec).map((r) => r.proname)).toEqual([])
@@ -193,7 +193,7 @@ describe('inspection with SQL', () => {
     )
     expect(byHand).toEqual({ ready: 3, delayed: 2, in_flight: 2 })
     expect(await t.postbox.stats('stats-a')).toEqual([
-      { queue: 'stats-a', ready: 3, delayed: 2, inFlight: 2, dead: 1, total: 7, oldestReadyAgeMs: expect.any(Number), retained: 0 },
+      { queue: 'stats-a', ready: 3, delayed: 2, inFlight: 2, dead: 1, total: 7, oldestReadyAgeMs: expect.any(Number), retained: 0, paused: false },
     ])
     // A queue with nothing in it has zeros and no age.
     await t.postbox.createQueue('stats-empty')
@@ -255,7 +255,9 @@ describe('the claim under a backlog', () => {
     expect(claimPlans.length).toBeGreaterThanOrEqual(7)
     for (const plan of claimPlans) {
       expect(plan).toContain('messages_claim_idx')
-      expect(plan).not.toContain('Seq Scan')
+      // (The rate-key check of a keyed queue may be planned as a hashed subplan over the few rows
+      // of rate_windows; it is never executed for this queue, which has no limits.)
+      expect(plan).not.toMatch(/Seq Scan on messages/)
       // The index gives the delivery order: nothing is sorted below the LIMIT (the sort above it
       // orders the ten ids picked).
       const belowLimit = plan.slice(plan.indexOf('->  Limit'))

@@ -5,6 +5,7 @@ import { registerBindings } from './commands/bindings.js'
 import { registerDashboard } from './commands/dashboard.js'
 import { registerDemo } from './commands/demo.js'
 import { registerMigrate } from './commands/migrate.js'
+import { registerPause } from './commands/pause.js'
 import { registerPeek } from './commands/peek.js'
 import { registerPurge } from './commands/purge.js'
 import { registerQueues } from './commands/queues.js'
@@ -17,7 +18,7 @@ import { registerStats } from './commands/stats.js'
 // and one line below.
 const COMMANDS = [
   registerMigrate, registerQueues, registerStats, registerPeek, registerSend, registerRedrive, registerPurge,
-  registerBindings, registerDashboard, registerDemo, registerRoles,
+  registerBindings, registerPause, registerDashboard, registerDemo, registerRoles,
 ]
 
 const program = new Command('postbox')

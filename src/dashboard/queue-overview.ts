@@ -1,3 +1,4 @@
+import { flowSummary } from '../queue/queue-options.js'
 import type { DashboardContext } from './routes.js'
 import type { QueueCounts, Rates, Sample } from './stats-sampler.js'
 
@@ -10,6 +11,10 @@ export interface QueueOverview extends QueueCounts {
   deadLetter: string | false
   /** True when another queue dead-letters into this one. */
   isDeadLetterQueue: boolean
+  /** Paused with pauseQueue: nothing is claimed. */
+  paused: boolean
+  /** Its flow control in a few words ('paused, max 20 in flight, 2/1s per key'), or ''. */
+  flow: string
 }
 
 /** Everything the overview shows, as `/api/queues` returns it. */
@@ -33,6 +38,7 @@ export async function readOverview(ctx: DashboardContext): Promise<Overview> {
   const [sample, settings] = await Promise.all([latestSample(ctx), ctx.postbox.listQueues()])
   const deadLetters = new Set(settings.flatMap((q) => (q.deadLetter === false ? [] : [q.deadLetter])))
   const deadLetterOf = new Map(settings.map((q) => [q.name, q.deadLetter]))
+  const settingsOf = new Map(settings.map((q) => [q.name, q]))
   const queues = [...sample.queues.entries()]
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([queue, counts]) => ({
@@ -41,6 +47,11 @@ export async function readOverview(ctx: DashboardContext): Promise<Overview> {
       netPerSecond: ctx.sampler.netPerSecond(queue),
       deadLetter: deadLetterOf.get(queue) ?? false,
       isDeadLetterQueue: deadLetters.has(queue),
+      paused: settingsOf.get(queue)?.paused ?? false,
+      flow: (() => {
+        const q = settingsOf.get(queue)
+        return q ? flowSummary(q) : ''
+      })(),
     }))
   return {
     at: new Date(sample.at).toISOString(),

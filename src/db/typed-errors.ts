@@ -14,6 +14,7 @@ import type { Executor } from './executor.js'
 
 interface PgError {
   code?: string
+  constraint?: string
   message: string
   hint?: string
 }
@@ -46,6 +47,10 @@ export function typedError(error: unknown): unknown {
       return new InvalidFilterError(message)
     case 'PBR04':
       return new UnroutableError(QUOTED_NAME.exec(e.message)?.[1] ?? '', message)
+    case '23514': // check_violation: the one a caller's input can reach is the rate key's length
+      return e.constraint === 'messages_rate_key_valid'
+        ? new InvalidOptionsError('a rate key (the postbox-rate-key header) must be 1 to 512 bytes; nothing was sent')
+        : error
     case '22P05': // untranslatable character, such as \u0000 in a JSON string
       return new InvalidPayloadError(`payload cannot be stored as JSON: ${e.message}`)
     default:

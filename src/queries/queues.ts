@@ -13,15 +13,28 @@ export interface QueueRow {
   dead_letter: string | null
   max_payload_bytes: number
   retention_ms: number | null
+  /** Flow control (queue_flow), NULL when not set. */
+  max_in_flight: number | null
+  rate_limit: number | null
+  rate_per_ms: number | null
+  key_rate_limit: number | null
+  key_rate_per_ms: number | null
+  paused: boolean
   created_at: Date
   updated_at: Date
 }
 
-export type QueueSettings = Omit<QueueRow, 'name' | 'created_at' | 'updated_at'>
+export type QueueSettings = Omit<QueueRow, 'name' | 'created_at' | 'updated_at' | 'paused'>
 
 const ms = (column: string) => `(extract(epoch FROM ${column}) * 1000)::float8 AS ${column}_ms`
 const COLUMNS = `name, ${ms('visibility_timeout')}, max_attempts, backoff_type, ${ms('backoff_base')}, ${ms('backoff_max')},
   backoff_jitter, dead_letter, max_payload_bytes, ${ms('retention')}, created_at, updated_at`
+/** The columns of a queue with its flow control, from `queues q LEFT JOIN queue_flow f`. */
+const FLOW_COLUMNS = `f.max_in_flight, f.rate_limit, (extract(epoch FROM f.rate_per) * 1000)::float8 AS rate_per_ms,
+  f.key_rate_limit, (extract(epoch FROM f.key_rate_per) * 1000)::float8 AS key_rate_per_ms, coalesce(f.paused, false) AS paused`
+const queueWithFlow = (s: SchemaName, where = '', lock = '') =>
+  `(SELECT q.*, ${FLOW_COLUMNS} FROM ${s.sql}.queues q LEFT JOIN ${s.sql}.queue_flow f ON f.queue = q.name ${where} ${lock}) AS queues`
+const WITH_FLOW = `${COLUMNS}, max_in_flight, rate_limit, rate_per_ms, key_rate_limit, key_rate_per_ms, paused`
 
 function values(name: string, q: QueueSettings): unknown[] {
   return [
@@ -30,42 +43,53 @@ function values(name: string, q: QueueSettings): unknown[] {
   ]
 }
 
-/** Inserts a queue unless one of that name exists; returns the row inserted, or undefined. */
-export async function insertQueue(db: Executor, s: SchemaName, name: string, q: QueueSettings): Promise<QueueRow | undefined> {
-  const { rows } = await db.query<QueueRow>(
+/** Inserts a queue unless one of that name exists; returns whether it did. */
+export async function insertQueue(db: Executor, s: SchemaName, name: string, q: QueueSettings): Promise<boolean> {
+  const { rows } = await db.query<{ name: string }>(
     `INSERT INTO ${s.sql}.queues AS queues (name, visibility_timeout, max_attempts, backoff_type, backoff_base, backoff_max,
        backoff_jitter, dead_letter, max_payload_bytes, retention)
      VALUES ($1, $2 * interval '1 millisecond', $3, $4, $5 * interval '1 millisecond', $6 * interval '1 millisecond',
        $7, $8, $9, $10 * interval '1 millisecond')
      ON CONFLICT (name) DO NOTHING
-     RETURNING ${COLUMNS}`,
+     RETURNING name`,
     values(name, q),
   )
-  return rows[0]
+  return rows.length > 0
 }
 
-export async function updateQueue(db: Executor, s: SchemaName, name: string, q: QueueSettings): Promise<QueueRow | undefined> {
-  const { rows } = await db.query<QueueRow>(
+/** Updates a queue's settings (not its flow limits: {@link setFlowLimits}); returns whether it exists. */
+export async function updateQueue(db: Executor, s: SchemaName, name: string, q: QueueSettings): Promise<boolean> {
+  const { rows } = await db.query<{ name: string }>(
     `UPDATE ${s.sql}.queues AS queues SET visibility_timeout = $2 * interval '1 millisecond', max_attempts = $3, backoff_type = $4,
        backoff_base = $5 * interval '1 millisecond', backoff_max = $6 * interval '1 millisecond', backoff_jitter = $7,
        dead_letter = $8, max_payload_bytes = $9, retention = $10 * interval '1 millisecond', updated_at = now()
      WHERE name = $1
-     RETURNING ${COLUMNS}`,
+     RETURNING name`,
     values(name, q),
   )
-  return rows[0]
+  return rows.length > 0
+}
+
+/** Sets a queue's flow limits (NULL: none), in SQL's set_flow_limits, which checks them again. */
+export async function setFlowLimits(db: Executor, s: SchemaName, name: string, q: QueueSettings): Promise<void> {
+  await db.query(
+    `SELECT ${s.sql}.set_flow_limits($1, $2, $3, $4 * interval '1 millisecond', $5, $6 * interval '1 millisecond')`,
+    [name, q.max_in_flight, q.rate_limit, q.rate_per_ms, q.key_rate_limit, q.key_rate_per_ms],
+  )
 }
 
 export async function selectQueue(db: Executor, s: SchemaName, name: string, forUpdate = false): Promise<QueueRow | undefined> {
   const { rows } = await db.query<QueueRow>(
-    `SELECT ${COLUMNS} FROM ${s.sql}.queues WHERE name = $1${forUpdate ? ' FOR UPDATE' : ''}`,
+    `SELECT ${WITH_FLOW} FROM ${queueWithFlow(s, 'WHERE q.name = $1', forUpdate ? 'FOR UPDATE OF q' : '')}`,
     [name],
   )
   return rows[0]
 }
 
 export async function selectQueues(db: Executor, s: SchemaName): Promise<QueueRow[]> {
-  const { rows } = await db.query<QueueRow>(`SELECT ${COLUMNS} FROM ${s.sql}.queues ORDER BY name`)
+  const { rows } = await db.query<QueueRow>(
+    `SELECT ${WITH_FLOW} FROM ${queueWithFlow(s)} ORDER BY name`,
+  )
   return rows
 }
 
@@ -115,12 +139,13 @@ export interface QueueStatsRow {
   max_attempt: number | null
   retained: number
   dead_letter: string | null
+  paused: boolean
 }
 
 export async function selectQueueStats(db: Executor, s: SchemaName, name: string | null): Promise<QueueStatsRow[]> {
   const { rows } = await db.query<QueueStatsRow>(
     `SELECT queue, ready::integer, delayed::integer, in_flight::integer, dead::integer, total::integer,
-       (extract(epoch FROM oldest_ready_age) * 1000)::float8 AS oldest_ready_age_ms, max_attempt, retained::integer, dead_letter
+       (extract(epoch FROM oldest_ready_age) * 1000)::float8 AS oldest_ready_age_ms, max_attempt, retained::integer, dead_letter, paused
      FROM ${s.sql}.queue_stats WHERE $1::text IS NULL OR queue = $1 ORDER BY queue`,
     [name],
   )

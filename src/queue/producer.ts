@@ -7,7 +7,7 @@ import { withTraceContext } from '../tracing/trace-headers.js'
 import { parseOptions } from '../validation.js'
 import { queueNameOf, type QueueRef } from './define-queue.js'
 import { encodePayload } from './payload-codec.js'
-import { messageOptionsSchema, type MessageOptions } from './send-options.js'
+import { messageOptionsSchema, RATE_KEY_HEADER, type MessageOptions } from './send-options.js'
 
 /** What `send` returns: the message id, and whether a waiting message with the same dedupe key was found instead. */
 export interface SendResult {
@@ -20,7 +20,7 @@ export interface BatchItem<P> extends MessageOptions {
   payload: P
 }
 
-const ITEM_KEYS = new Set(['payload', 'delay', 'availableAt', 'priority', 'dedupeKey', 'groupKey', 'headers'])
+const ITEM_KEYS = new Set(['payload', 'delay', 'availableAt', 'priority', 'dedupeKey', 'groupKey', 'rateKey', 'headers'])
 
 /** An item is an envelope when it is a plain object with a payload key and only envelope keys. */
 function isEnvelope(item: unknown): item is BatchItem<unknown> {
@@ -48,7 +48,7 @@ export function outgoing(ref: QueueRef<unknown>, payload: unknown, o: ParsedMess
 /** A message as the send and publish statements take it, from a payload that needs no schema check. */
 export function outgoingPayload(payload: unknown, o: ParsedMessageOptions = {}): m.OutgoingMessage {
   const encoded = encodePayload(payload)
-  const headers = withTraceContext(o.headers)
+  const headers = withTraceContext(o.rateKey === undefined ? o.headers : { ...o.headers, [RATE_KEY_HEADER]: o.rateKey })
   // Fields are copied one by one: a spread ({ ...encoded }) cost several times the encoding itself.
   return {
     encoding: encoded.encoding,

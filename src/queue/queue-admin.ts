@@ -2,11 +2,12 @@ import { z } from 'zod'
 import type { Database } from '../db/database.js'
 import type { Executor } from '../db/executor.js'
 import { InvalidOptionsError, InvalidQueueNameError, QueueNotEmptyError, QueueNotFoundError } from '../errors.js'
+import * as flow from '../queries/flow.js'
 import * as q from '../queries/queues.js'
 import { assertQueueName } from '../queue-name.js'
 import type { SchemaName } from '../schema-name.js'
 import { parseOptions } from '../validation.js'
-import { DEFAULT_SETTINGS, mergeSettings, queueInfo, queueOptionsSchema, type QueueInfo, type QueueOptions } from './queue-options.js'
+import { DEFAULT_SETTINGS, flowLimitsDiffer, mergeSettings, queueInfo, queueOptionsSchema, type QueueInfo, type QueueOptions } from './queue-options.js'
 
 const deleteOptionsSchema = z.strictObject({ purge: z.boolean().optional() })
 
@@ -51,10 +52,10 @@ export class QueueAdmin {
     const dead = resolveDeadLetter(name, parsed.deadLetter, () => (isDeadLetterQueue ? null : defaultDeadLetter(name)))
     const settings = mergeSettings(DEFAULT_SETTINGS, parsed, dead)
     return this.db.transaction(async (tx) => {
-      const inserted = await q.insertQueue(tx, this.s, name, settings)
-      if (inserted) {
+      if (await q.insertQueue(tx, this.s, name, settings)) {
         await ensureDeadLetterQueue(tx, this.s, dead)
-        return queueInfo(inserted)
+        if (flowLimitsDiffer(settings, DEFAULT_SETTINGS)) await q.setFlowLimits(tx, this.s, name, settings)
+        return queueInfo((await q.selectQueue(tx, this.s, name)) as q.QueueRow)
       }
       // Like SQS's CreateQueue: asking again with the same settings is fine, different ones are
       // a mistake that updateQueue exists for, not something to ignore silently.
@@ -78,7 +79,10 @@ export class QueueAdmin {
       if (!current) throw new QueueNotFoundError(name)
       const dead = resolveDeadLetter(name, parsed.deadLetter, () => current.dead_letter)
       await ensureDeadLetterQueue(tx, this.s, dead)
-      return queueInfo((await q.updateQueue(tx, this.s, name, mergeSettings(current, parsed, dead))) as q.QueueRow)
+      const settings = mergeSettings(current, parsed, dead)
+      await q.updateQueue(tx, this.s, name, settings)
+      if (flowLimitsDiffer(settings, current)) await q.setFlowLimits(tx, this.s, name, settings)
+      return queueInfo((await q.selectQueue(tx, this.s, name)) as q.QueueRow)
     })
   }
 
@@ -90,6 +94,16 @@ export class QueueAdmin {
 
   async list(): Promise<QueueInfo[]> {
     return (await q.selectQueues(this.db, this.s)).map(queueInfo)
+  }
+
+  /** Pauses a queue (see `Postbox.pauseQueue`); false when it was paused already. */
+  async pause(name: string): Promise<boolean> {
+    return flow.pauseQueue(this.db, this.s, assertQueueName(name))
+  }
+
+  /** Resumes a paused queue and wakes its idle consumers; false when it was not paused. */
+  async resume(name: string): Promise<boolean> {
+    return flow.resumeQueue(this.db, this.s, assertQueueName(name))
   }
 
   /** Deletes every message of a queue (waiting, delayed and in flight), keeping the queue; returns how many. */

@@ -10,6 +10,9 @@ const WELL_FORMED = 'must be well-formed UTF-16 (it has a lone surrogate, which 
 /** Text Postgres can store exactly: no U+0000, no lone surrogate (pg would turn it into U+FFFD). */
 export const storableText = z.string().refine(noNul, NUL).refine((v) => v.isWellFormed(), WELL_FORMED)
 const key = storableText.min(1).max(512)
+/** The header that carries a message's rate key (send's `rateKey`), read by the claim's rate limit. */
+export const RATE_KEY_HEADER = 'postbox-rate-key'
+const rateKey = storableText.min(1).refine((v) => Buffer.byteLength(v) <= 512, 'must be at most 512 bytes (UTF-8)')
 
 /** zod fields of the per-message options, shared by `send`, `sendBatch` items and `publish`. */
 export const messageFields = {
@@ -18,6 +21,7 @@ export const messageFields = {
     priority: z.number().int().min(-1_000_000).max(1_000_000).optional(),
     dedupeKey: key.optional(),
     groupKey: key.optional(),
+    rateKey: rateKey.optional(),
     headers: ownRecord(storableText, storableText).optional(),
 }
 
@@ -55,6 +59,11 @@ export interface MessageOptions {
    * transaction commits after younger ones of its group were claimed goes after them.
    */
   groupKey?: string
+  /**
+   * The key the queue's `keyRateLimit` counts this message under (a domain, a customer): 1 to 512
+   * bytes. Sent as the header `postbox-rate-key`, which SQL senders set themselves.
+   */
+  rateKey?: string
   /** String metadata, for example `traceparent`. */
   headers?: Record<string, string>
 }

@@ -48,6 +48,8 @@ export const PRODUCER_FUNCTIONS = [
 export const CONSUMER_FUNCTIONS = [
   'receive', 'claim', 'claim_groups', 'ack', 'nack', 'extend', 'release', 'dead_letter', 'retry_delay', 'require_queue', 'assert_queue_name',
   'wake_key',
+  // flow control (migrations/0007_flow_control.sql)
+  'flow_gate', 'flow_take', 'rate_windows_record', 'rate_window_room',
 ] as const
 
 const ident = (name: string) => `"${name}"` // names are validated: plain lower-case identifiers
@@ -124,6 +126,10 @@ GRANT SELECT ON ${s}.queues, ${s}.queue_stats TO ${ident(r.consumer)};
 GRANT SELECT, UPDATE, DELETE ON ${s}.messages TO ${ident(r.consumer)};
 GRANT INSERT ON ${s}.messages_archive TO ${ident(r.consumer)};
 GRANT SELECT, INSERT, UPDATE, DELETE ON ${s}.waiters, ${s}.group_leases TO ${ident(r.consumer)};
+-- Flow control: the claim locks the queue's queue_flow row (FOR NO KEY UPDATE needs an UPDATE
+-- privilege; only updated_at, which the consumer never writes) and keeps the rate windows and slots.
+GRANT SELECT, UPDATE (updated_at) ON ${s}.queue_flow TO ${ident(r.consumer)};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ${s}.rate_windows, ${s}.flight_slots TO ${ident(r.consumer)};
 ${grantFunctions(schema, CONSUMER_FUNCTIONS, r.consumer)}
 
 -- Admin: every table and function of the schema, but not the migration record (migrations run

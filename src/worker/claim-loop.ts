@@ -1,6 +1,7 @@
 import { sleep } from '../background-loop.js'
 import type { Executor } from '../db/executor.js'
 import type { WakeUps } from '../notify/wake-ups.js'
+import { windowReopensInMs } from '../queries/flow.js'
 import { ackAndClaim, claim, claimedMessages } from '../queue/consumer.js'
 import { queueNameOf, type QueueRef } from '../queue/define-queue.js'
 import type { Message } from '../queue/message.js'
@@ -201,7 +202,7 @@ export class ClaimLoop<P> {
         } else {
           this.idleWake = new AbortController()
           const waking = AbortSignal.any([signal, this.idleWake.signal])
-          const found = await this.o.wakeUps.wait(this.names, this.o.settings.pollMs, waking, () => this.claimRound(), idleRounds)
+          const found = await this.o.wakeUps.wait(this.names, await this.idleWaitMs(), waking, () => this.claimRound(), idleRounds)
           this.idleWake = undefined
           idleRounds = found ? 0 : idleRounds + 1
         }
@@ -211,6 +212,16 @@ export class ClaimLoop<P> {
         await sleep(ERROR_BACKOFF_MS[Math.min(failures++, ERROR_BACKOFF_MS.length - 1)] as number, signal)
       }
     }
+  }
+
+  /**
+   * How long to sleep when nothing could be claimed: the poll interval, or less when a rate limit
+   * held messages back and its window has room again sooner (nothing notifies about that).
+   */
+  private async idleWaitMs(): Promise<number> {
+    const { pollMs } = this.o.settings
+    const reopensMs = await windowReopensInMs(this.o.db, this.o.schema, this.names)
+    return reopensMs === null ? pollMs : Math.min(pollMs, Math.max(1, Math.ceil(reopensMs)))
   }
 
   /** Claims from each queue in turn while there is capacity; true if anything was claimed. */

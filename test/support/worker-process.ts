@@ -11,10 +11,14 @@
 //            kills its own process with SIGKILL, as a segfault or the OOM killer would.
 //   groups   records the handling's start and end in <schema>.group_ledger (see group-ledger.ts),
 //            sleeping HANDLER_MS (or payload.sleepMs) in between.
+//   span     records the handling's start and end in <schema>.span_ledger (see flow-ledger.ts),
+//            sleeping HANDLER_MS (or payload.sleepMs) in between; { failFirst: true } throws on
+//            attempt 1. PREFETCH sets work()'s prefetch.
 // Prints one JSON line per event on stdout: {"event":"ready"}, {"event":"started","id":..,"attempt":..},
 // {"event":"effect","id":..}, {"event":"leaseLost","id":..}, {"event":"listening"}, ...
 import pg from 'pg'
 import { Postbox } from '../../src/index.js'
+import { recordSpan } from './flow-ledger.js'
 import { recordHandling } from './group-ledger.js'
 
 const env = process.env
@@ -29,7 +33,7 @@ const mode = env.HANDLER ?? 'ok'
 const transactional = env.TRANSACTIONAL === '1'
 const concurrency = Number(env.CONCURRENCY ?? 5)
 // Lease mode writes its effect on a pool of its own: the handler's own commit, before the ack.
-const effects = (mode === 'ledger' || mode === 'groups') && !transactional ? new pg.Pool({ connectionString: env.DATABASE_URL, max: concurrency }) : undefined
+const effects = (mode === 'ledger' || mode === 'groups' || mode === 'span') && !transactional ? new pg.Pool({ connectionString: env.DATABASE_URL, max: concurrency }) : undefined
 effects?.on('error', () => {}) // tests terminate backends on purpose
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -38,6 +42,8 @@ interface LedgerPayload {
   /** Sleep this long on the first attempt only (instead of sleepMs). */
   firstAttemptSleepMs?: number
   poison?: 'throw' | 'crash'
+  /** span mode: throw on the first attempt (the retry then succeeds). */
+  failFirst?: boolean
 }
 
 const worker = postbox.work<unknown>(
@@ -46,6 +52,17 @@ const worker = postbox.work<unknown>(
     say('started', { id: message.id, attempt: message.attempt })
     if (mode === 'hang') await new Promise(() => {})
     const payload = (typeof message.payload === 'object' && message.payload !== null ? message.payload : {}) as LedgerPayload
+    if (mode === 'span') {
+      const finish = await recordSpan(effects as pg.Pool, schema, message.id)
+      if (payload.failFirst && message.attempt === 1) {
+        await finish()
+        throw new Error(`fails on its first attempt: ${message.id}`)
+      }
+      await sleep(payload.sleepMs ?? Number(env.HANDLER_MS ?? 0))
+      await finish()
+      say('finished', { id: message.id })
+      return
+    }
     if (mode === 'groups') {
       const finish = await recordHandling(effects as pg.Pool, schema, message)
       await sleep(payload.sleepMs ?? Number(env.HANDLER_MS ?? 0))
@@ -70,7 +87,7 @@ const worker = postbox.work<unknown>(
     }
     say('finished', { id: message.id })
   },
-  { concurrency, visibilityTimeout: env.VISIBILITY_TIMEOUT ?? '1s', transactional },
+  { concurrency, visibilityTimeout: env.VISIBILITY_TIMEOUT ?? '1s', transactional, ...(env.PREFETCH ? { prefetch: Number(env.PREFETCH) } : {}) },
 )
 // Registered before anything is awaited, so a SIGTERM can never meet Node's default (exit at once).
 process.on('SIGTERM', () => {

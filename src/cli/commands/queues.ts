@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
 import { formatDuration } from '../../duration.js'
+import { flowSummary } from '../../queue/queue-options.js'
 import { addConnectionOptions, withPostbox, type ConnectionOptions } from '../connection.js'
 import { printJson, printTable } from '../output.js'
 
@@ -13,7 +14,7 @@ export function registerQueues(program: Command): void {
         const queues = await postbox.listQueues()
         if (o.json) return printJson(queues)
         printTable(
-          ['queue', 'visibility timeout', 'max attempts', 'backoff', 'dead letter', 'retention'],
+          ['queue', 'visibility timeout', 'max attempts', 'backoff', 'dead letter', 'retention', 'flow'],
           queues.map((q) => [
             q.name,
             formatDuration(q.visibilityTimeout),
@@ -21,6 +22,7 @@ export function registerQueues(program: Command): void {
             `${q.backoff.type} ${formatDuration(q.backoff.base)}..${formatDuration(q.backoff.max)}${q.backoff.jitter ? ' jitter' : ''}`,
             q.deadLetter === false ? '(none)' : q.deadLetter,
             q.retention === false ? '' : formatDuration(q.retention),
+            flowSummary(q),
           ]),
         )
       })

@@ -22,6 +22,7 @@ tr:hover td { background: #f6f8fa; }
 a { color: #1a56b0; }
 a.dead { color: #b42318; font-weight: 600; }
 .tag { font-size: .75em; padding: .05em .5em; border-radius: 1em; background: #fee4e2; color: #b42318; vertical-align: middle; }
+.tag.paused { background: #fef0c7; color: #93370d; }
 .muted, .empty { color: #777; }
 .rates { display: flex; gap: 1.5em; flex-wrap: wrap; align-items: baseline; }
 .error, .error-text { color: #b42318; }

@@ -7,6 +7,12 @@ import { href, page, queueHref } from '../page.js'
 import { chartSpanMs, queueHistory, readOverview, type Overview } from '../queue-overview.js'
 import { htmlResponse, jsonResponse, type DashboardContext, type Route } from '../routes.js'
 
+/** The queue's limits, when it has any, as a small note after its name. */
+function flowNote(q: Overview['queues'][number]): Html | string {
+  const limits = q.flow.replace(/^paused(, )?/, '')
+  return limits ? html` <span class="muted flow" data-col="flow">${limits}</span>` : ''
+}
+
 /** The queues at a glance: counts, oldest ready age, net change, depth over the last minutes. */
 function queuesTable(ctx: DashboardContext, overview: Overview): Html {
   if (overview.queues.length === 0) return html`<p class="empty">No queues yet: create one with <code>createQueue()</code>.</p>`
@@ -15,7 +21,7 @@ function queuesTable(ctx: DashboardContext, overview: Overview): Html {
     const h = queueHistory(ctx, q.queue)
     const total = h.times.map((_, i) => (h.ready[i] as number) + (h.delayed[i] as number) + (h.inFlight[i] as number))
     return html`<tr data-queue="${q.queue}">
-      <td class="name"><a href="${queueHref(ctx, q.queue)}">${q.queue}</a>${q.isDeadLetterQueue ? html` <span class="tag">dead letters</span>` : ''}</td>
+      <td class="name"><a href="${queueHref(ctx, q.queue)}">${q.queue}</a>${q.isDeadLetterQueue ? html` <span class="tag">dead letters</span>` : ''}${q.paused ? html` <span class="tag paused" data-testid="paused">paused</span>` : ''}${flowNote(q)}</td>
       <td class="num" data-col="ready">${count(q.ready)}</td>
       <td class="num" data-col="delayed">${count(q.delayed)}</td>
       <td class="num" data-col="in-flight">${count(q.inFlight)}</td>

@@ -1,0 +1,250 @@
+import { describe, expect, it } from 'vitest'
+import { InvalidOptionsError, QueueNotFoundError } from '../src/errors.js'
+import { startChildWorker, type ChildWorker } from './support/child-worker.js'
+import { createFlowLedgers, maxClaimsInWindow, spanReport } from './support/flow-ledger.js'
+import { useTestSchema } from './support/test-schema.js'
+import { waitFor } from './support/wait-for.js'
+
+// Flow control (DESIGN.md, "Flow control"): pause, maxInFlight, rateLimit and keyRateLimit are
+// enforced by the claim in the database. Each limit is checked from ledgers written by the
+// database clock (support/flow-ledger.ts): every claim by a trigger, every handling by its
+// handler, in worker processes of their own.
+
+const t = useTestSchema()
+
+async function stopAll(workers: readonly ChildWorker[]): Promise<void> {
+  for (const w of workers) w.kill('SIGTERM')
+  await Promise.all(workers.map((w) => w.exited))
+}
+
+describe('pauseQueue and resumeQueue', () => {
+  it('a paused queue accepts sends, hands out nothing, shows paused, and wakes its idle worker on resume', async () => {
+    await t.postbox.createQueue('paused')
+    expect(await t.postbox.pauseQueue('paused')).toBe(true)
+    expect(await t.postbox.pauseQueue('paused')).toBe(false)
+    const { id } = await t.postbox.send('paused', { n: 1 })
+    expect(await t.postbox.receive('paused', { max: 10 })).toEqual([])
+    const [stats] = await t.postbox.stats('paused')
+    expect(stats).toMatchObject({ queue: 'paused', ready: 1, paused: true })
+    expect((await t.postbox.getQueue('paused'))?.paused).toBe(true)
+    const [view] = await t.sql<{ paused: boolean }>(`SELECT paused FROM "${t.schema}".queue_stats WHERE queue = 'paused'`)
+    expect(view?.paused).toBe(true)
+
+    // A worker that polls once a minute: only the resume's NOTIFY can wake it in time.
+    const postbox = t.newPostbox({ pollInterval: '60s' })
+    const handled: string[] = []
+    const worker = postbox.work('paused', async (m) => void handled.push(m.id))
+    try {
+      await postbox.listen()
+      // It has looked (and found nothing) and now waits: its waiter row is registered.
+      await waitFor('the worker to wait', async () => (await t.sql(`SELECT 1 FROM "${t.schema}".waiters WHERE queue = 'paused'`)).length > 0)
+      expect(handled).toEqual([])
+      expect(await t.postbox.resumeQueue('paused')).toBe(true)
+      expect(await t.postbox.resumeQueue('paused')).toBe(false)
+      await waitFor('the message handled after resume', () => handled.includes(id), { timeoutMs: 20_000 })
+      expect((await t.postbox.stats('paused'))[0]?.paused).toBe(false)
+    } finally {
+      await worker.stop()
+      await postbox.close()
+    }
+  })
+
+  it('unknown queues and bad names get typed errors', async () => {
+    await expect(t.postbox.pauseQueue('no-such-queue')).rejects.toBeInstanceOf(QueueNotFoundError)
+    await expect(t.postbox.resumeQueue('no-such-queue')).rejects.toBeInstanceOf(QueueNotFoundError)
+    await expect(t.postbox.pauseQueue('Bad Name')).rejects.toThrow(/queue name/)
+  })
+})
+
+describe('limits: options and bad input', () => {
+  it('createQueue and updateQueue set, show and remove the limits', async () => {
+    const info = await t.postbox.createQueue('limited', { maxInFlight: 3, rateLimit: { limit: 10, per: '1s' }, keyRateLimit: { limit: 2, per: 500 } })
+    expect(info).toMatchObject({ maxInFlight: 3, rateLimit: { limit: 10, per: 1000 }, keyRateLimit: { limit: 2, per: 500 }, paused: false })
+    // Asking again with the same limits is fine; with others it is a mistake, as for every setting.
+    await t.postbox.createQueue('limited', { maxInFlight: 3 })
+    await expect(t.postbox.createQueue('limited', { maxInFlight: 4 })).rejects.toThrow(/max_in_flight/)
+    const changed = await t.postbox.updateQueue('limited', { maxInFlight: false, rateLimit: { limit: 5, per: '2s' } })
+    expect(changed).toMatchObject({ maxInFlight: false, rateLimit: { limit: 5, per: 2000 }, keyRateLimit: { limit: 2, per: 500 } })
+    expect(await t.postbox.updateQueue('limited', { keyRateLimit: false, rateLimit: false })).toMatchObject({ rateLimit: false, keyRateLimit: false })
+    expect((await t.postbox.listQueues()).find((q) => q.name === 'limited')).toMatchObject({ maxInFlight: false, rateLimit: false })
+  })
+
+  it('non-positive limits, a rate key over 512 bytes and unknown queues are refused, and nothing is written', async () => {
+    const bad = [
+      { maxInFlight: 0 }, { maxInFlight: -1 }, { maxInFlight: 1.5 },
+      { rateLimit: { limit: 0, per: '1s' } }, { rateLimit: { limit: 1, per: 0 } }, { rateLimit: { limit: 1, per: '-1s' } },
+      { keyRateLimit: { limit: -2, per: '1s' } }, { keyRateLimit: { limit: 2 } }, { rateLimit: { limit: 2, per: '1s', burst: 3 } },
+    ]
+    for (const options of bad) {
+      await expect(t.postbox.createQueue('refused', options as never), JSON.stringify(options)).rejects.toBeInstanceOf(InvalidOptionsError)
+    }
+    expect(await t.postbox.getQueue('refused')).toBeNull()
+    await t.postbox.createQueue('kept', { maxInFlight: 2 })
+    await expect(t.postbox.updateQueue('kept', { maxInFlight: 0 })).rejects.toBeInstanceOf(InvalidOptionsError)
+    expect((await t.postbox.getQueue('kept'))?.maxInFlight).toBe(2)
+    await expect(t.postbox.updateQueue('no-such-queue', { maxInFlight: 2 })).rejects.toBeInstanceOf(QueueNotFoundError)
+
+    const before = await t.sql<{ n: number }>(`SELECT count(*)::int AS n FROM "${t.schema}".messages`)
+    await expect(t.postbox.send('kept', {}, { rateKey: 'é'.repeat(257) })).rejects.toBeInstanceOf(InvalidOptionsError) // 514 bytes
+    await expect(t.postbox.send('kept', {}, { rateKey: '' })).rejects.toBeInstanceOf(InvalidOptionsError)
+    await expect(t.postbox.sendBatch('kept', [{ payload: {}, rateKey: 'x'.repeat(513) }])).rejects.toBeInstanceOf(InvalidOptionsError)
+    // The SQL API: the header is checked by the table, and the limits by set_flow_limits.
+    await expect(t.sql(`SELECT "${t.schema}".send('kept', '{}', headers => jsonb_build_object('postbox-rate-key', repeat('x', 513)))`))
+      .rejects.toMatchObject({ code: '23514', constraint: 'messages_rate_key_valid' })
+    await expect(t.sql(`SELECT "${t.schema}".set_flow_limits('kept', max_in_flight => 0)`)).rejects.toMatchObject({ code: 'PBV01' })
+    await expect(t.sql(`SELECT "${t.schema}".set_flow_limits('kept', rate_limit => 5, rate_per => '0')`)).rejects.toMatchObject({ code: 'PBV01' })
+    await expect(t.sql(`SELECT "${t.schema}".set_flow_limits('kept', rate_limit => 5)`)).rejects.toMatchObject({ code: 'PBV01' })
+    await expect(t.sql(`SELECT "${t.schema}".set_flow_limits('no-such-queue', max_in_flight => 1)`)).rejects.toMatchObject({ code: 'PBQ01' })
+    expect(await t.sql<{ n: number }>(`SELECT count(*)::int AS n FROM "${t.schema}".messages`)).toEqual(before)
+    expect((await t.postbox.getQueue('kept'))?.maxInFlight).toBe(2)
+    // A rate key of exactly 512 bytes is fine, and travels as the header.
+    const { id } = await t.postbox.send('kept', {}, { rateKey: 'é'.repeat(256) })
+    const [row] = await t.sql<{ key: string }>(`SELECT headers ->> 'postbox-rate-key' AS key FROM "${t.schema}".messages WHERE id = $1`, [id])
+    expect(row?.key).toBe('é'.repeat(256))
+    await t.postbox.purgeQueue('kept')
+  })
+})
+
+// These start worker processes: seconds each on a loaded machine, and waits of up to 90 s.
+describe('maxInFlight', { timeout: 180_000 }, () => {
+  it('three worker processes never hold more than maxInFlight at once', async () => {
+    await createFlowLedgers(t.pool, t.schema)
+    await t.postbox.createQueue('capped', { maxInFlight: 4 })
+    await t.postbox.sendBatch('capped', Array.from({ length: 150 }, (_, i) => ({ n: i })))
+    // Each process could run 4 at once by itself: only the queue's cap keeps the total at 4.
+    const env = {
+      DATABASE_URL: t.url, SCHEMA: t.schema, QUEUE: 'capped', HANDLER: 'span', HANDLER_MS: '15', CONCURRENCY: '4', PREFETCH: '0', VISIBILITY_TIMEOUT: '30s',
+    }
+    const workers = await Promise.all([startChildWorker(env), startChildWorker(env), startChildWorker(env)])
+    try {
+      await waitFor('every message handled', async () => (await t.postbox.stats('capped'))[0]?.total === 0, { timeoutMs: 90_000, intervalMs: 100 })
+    } finally {
+      await stopAll(workers)
+    }
+    const spans = await spanReport(t.pool, t.schema)
+    const [claims] = await t.sql<{ n: number; pids: number }>(
+      `SELECT count(*)::int AS n, (SELECT count(DISTINCT pid)::int FROM "${t.schema}".span_ledger) AS pids FROM "${t.schema}".claim_ledger WHERE queue = 'capped'`,
+    )
+    console.log(`maxInFlight 4, 3 processes: ${JSON.stringify({ ...spans, claims })}`)
+    expect(spans).toMatchObject({ spans: 150, unfinished: 0 })
+    expect(spans.maxConcurrent).toBeLessThanOrEqual(4)
+    expect(spans.maxConcurrent).toBeGreaterThan(1) // it did run concurrently
+    expect(claims!.pids).toBeGreaterThan(1)
+  })
+
+  it("a crashed consumer's slot comes back when its lease ends, not before", async () => {
+    await createFlowLedgers(t.pool, t.schema)
+    await t.postbox.createQueue('one-slot', { maxInFlight: 1, visibilityTimeout: '2s' })
+    await t.postbox.sendBatch('one-slot', [{ n: 1 }, { n: 2 }])
+    const child = await startChildWorker({ DATABASE_URL: t.url, SCHEMA: t.schema, QUEUE: 'one-slot', HANDLER: 'hang', CONCURRENCY: '2', VISIBILITY_TIMEOUT: '2s' })
+    let leaseEnd: Date
+    try {
+      const started = await child.next((e) => e.event === 'started')
+      // The slot is taken: the other message stays where it is, however often we ask.
+      expect(await t.postbox.receive('one-slot', { max: 2 })).toEqual([])
+      child.kill('SIGKILL')
+      await child.exited
+      const [claim] = await t.sql<{ lease_until: Date }>(
+        `SELECT max(m.available_at) AS lease_until FROM "${t.schema}".messages m WHERE m.id = $1`, [started.id],
+      )
+      leaseEnd = claim!.lease_until
+    } finally {
+      child.kill('SIGKILL')
+    }
+    const [got] = await waitFor('a claim once the lease ended', async () => {
+      const messages = await t.postbox.receive('one-slot', { max: 2, visibilityTimeout: '30s' })
+      return messages.length > 0 ? messages : undefined
+    }, { timeoutMs: 15_000, intervalMs: 50 })
+    const [last] = await t.sql<{ claimed_at: Date }>(
+      `SELECT claimed_at FROM "${t.schema}".claim_ledger WHERE queue = 'one-slot' ORDER BY claim DESC LIMIT 1`,
+    )
+    expect(got).toBeDefined()
+    expect(last!.claimed_at.getTime()).toBeGreaterThanOrEqual(leaseEnd.getTime())
+    // Still one at a time: the second message waits for this one.
+    expect(await t.postbox.receive('one-slot', { max: 2 })).toEqual([])
+    await t.postbox.ack(got!)
+    expect(await t.postbox.receive('one-slot', { max: 2 })).toHaveLength(1)
+    await t.postbox.purgeQueue('one-slot')
+  })
+})
+
+describe('rate limits', { timeout: 180_000 }, () => {
+  it('per rate key and for the queue: no window of `per` holds more than `limit` claims, across processes, retries included', async () => {
+    await createFlowLedgers(t.pool, t.schema)
+    await t.postbox.createQueue('polite', { keyRateLimit: { limit: 2, per: '400ms' }, rateLimit: { limit: 30, per: '300ms' }, backoff: { type: 'fixed', base: 0 } })
+    const domains = Array.from({ length: 12 }, (_, i) => `site-${i}.example`)
+    // Some messages fail once (retries count as claims); a few have no rate key.
+    await t.postbox.sendBatch('polite', [
+      ...Array.from({ length: 120 }, (_, i) => ({ payload: { n: i, failFirst: i % 10 === 0 }, rateKey: domains[i % domains.length]! })),
+      ...Array.from({ length: 10 }, (_, i) => ({ n: 1000 + i })),
+    ])
+    const env = { DATABASE_URL: t.url, SCHEMA: t.schema, QUEUE: 'polite', HANDLER: 'span', HANDLER_MS: '1', CONCURRENCY: '8', VISIBILITY_TIMEOUT: '30s', POLL_INTERVAL: '50ms' }
+    const workers = await Promise.all([startChildWorker(env), startChildWorker(env), startChildWorker(env)])
+    try {
+      await waitFor('every message handled', async () => (await t.postbox.stats('polite'))[0]?.total === 0, { timeoutMs: 90_000, intervalMs: 100 })
+    } finally {
+      await stopAll(workers)
+    }
+    const perKey = await maxClaimsInWindow(t.pool, t.schema, 'polite', 400, true)
+    const perQueue = await maxClaimsInWindow(t.pool, t.schema, 'polite', 300, false)
+    const [claims] = await t.sql<{ n: number; retries: number }>(
+      `SELECT count(*)::int AS n, count(*) FILTER (WHERE attempt > 1)::int AS retries FROM "${t.schema}".claim_ledger WHERE queue = 'polite'`,
+    )
+    console.log(`rate limits, 3 processes: ${JSON.stringify({ perKey, perQueue, claims })}`)
+    expect(claims).toEqual({ n: 142, retries: 12 })
+    expect(perKey).toBeLessThanOrEqual(2)
+    expect(perKey).toBe(2) // the limit was reached, so it was what held
+    expect(perQueue).toBeLessThanOrEqual(30)
+  })
+
+  it('1,000 keys at 2/s under a busy worker: no key over its limit in any second', async () => {
+    // Many keys per claim, claims that wait for each other's key locks (so their transactions'
+    // start times come out of order), and the occasional clean-up of idle keys' rows: an earlier
+    // version let a third claim of a key into one second here, about one run in three.
+    await createFlowLedgers(t.pool, t.schema)
+    await t.postbox.createQueue('many-keys', { keyRateLimit: { limit: 2, per: '1s' } })
+    await t.sql(
+      `INSERT INTO "${t.schema}".messages (queue, payload, headers)
+       SELECT 'many-keys', '{}', jsonb_build_object('postbox-rate-key', 'site-' || (g % 1000)) FROM generate_series(1, 8000) g`,
+    )
+    const worker = t.postbox.work('many-keys', () => {}, { concurrency: 50 })
+    try {
+      await waitFor('claims over three seconds', async () => {
+        const [row] = await t.sql<{ span: number }>(
+          `SELECT extract(epoch FROM max(claimed_at) - min(claimed_at))::float8 AS span FROM "${t.schema}".claim_ledger WHERE queue = 'many-keys'`,
+        )
+        return (row?.span ?? 0) >= 3
+      }, { timeoutMs: 60_000, intervalMs: 100 })
+    } finally {
+      await worker.stop()
+    }
+    const perKey = await maxClaimsInWindow(t.pool, t.schema, 'many-keys', 1000, true)
+    const [claims] = await t.sql<{ n: number }>(`SELECT count(*)::int AS n FROM "${t.schema}".claim_ledger WHERE queue = 'many-keys'`)
+    console.log(`1,000 keys at 2/s: ${JSON.stringify({ perKey, claims: claims!.n })}`)
+    expect(claims!.n).toBeGreaterThan(2000)
+    expect(perKey).toBe(2)
+    await t.postbox.purgeQueue('many-keys')
+  })
+
+  it('a throttled key waits unclaimed: its messages are never claimed and given back', async () => {
+    await createFlowLedgers(t.pool, t.schema)
+    await t.postbox.createQueue('one-key', { keyRateLimit: { limit: 3, per: '1h' } })
+    await t.postbox.sendBatch('one-key', [
+      ...Array.from({ length: 10 }, (_, i) => ({ payload: { n: i }, rateKey: 'slow.example' })),
+      { payload: { n: 99 }, rateKey: 'other.example' },
+    ])
+    const first = await t.postbox.receive('one-key', { max: 20 })
+    expect(first.map((m) => m.headers['postbox-rate-key']).sort()).toEqual(['other.example', 'slow.example', 'slow.example', 'slow.example'])
+    for (let i = 0; i < 5; i++) expect(await t.postbox.receive('one-key', { max: 20 })).toEqual([])
+    // Only the four claims were ever made: nothing was claimed and released again.
+    const [row] = await t.sql<{ claims: number; attempts: number }>(
+      `SELECT (SELECT count(*)::int FROM "${t.schema}".claim_ledger WHERE queue = 'one-key') AS claims,
+              (SELECT sum(attempt)::int FROM "${t.schema}".messages WHERE queue = 'one-key') AS attempts`,
+    )
+    expect(row).toEqual({ claims: 4, attempts: 4 })
+    // An ack does not free a rate slot (the limit counts claims, not work in flight).
+    await t.postbox.ack(first)
+    expect(await t.postbox.receive('one-key', { max: 20 })).toEqual([])
+    await t.postbox.purgeQueue('one-key')
+  })
+})
