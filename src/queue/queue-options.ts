@@ -17,6 +17,7 @@ export const queueOptionsSchema = z.strictObject({
   deadLetter: z.union([z.string(), z.literal(false)]).optional(),
   maxPayloadBytes: z.number().int().min(1).max(64 * 1024 * 1024).optional(),
   retention: z.union([positiveDurationMs, z.literal(false)]).optional(),
+  dedupeWindow: z.union([positiveDurationMs, z.literal(false)]).optional(),
 })
 
 /** Settings for a queue. Every field has a default; `updateQueue` changes only the fields given. */
@@ -33,6 +34,12 @@ export interface QueueOptions {
   maxPayloadBytes?: number
   /** Keep acked messages in `messages_archive` this long; `false` (the default) deletes them on ack. */
   retention?: number | string | false
+  /**
+   * Refuse a dedupe key for this long after its send, acked or not (SQS FIFO's 5 minutes): a send
+   * with the key within the window returns the first message's id as a duplicate. `false` (the
+   * default) refuses a key only while its message waits or is in flight.
+   */
+  dedupeWindow?: number | string | false
 }
 
 /** A queue's settings as `getQueue` and `listQueues` return them; durations in milliseconds. */
@@ -44,6 +51,7 @@ export interface QueueInfo {
   deadLetter: string | false
   maxPayloadBytes: number
   retention: number | false
+  dedupeWindow: number | false
   createdAt: Date
   updatedAt: Date
 }
@@ -58,6 +66,7 @@ export const DEFAULT_SETTINGS: QueueSettings = {
   dead_letter: null,
   max_payload_bytes: 256 * 1024,
   retention_ms: null,
+  dedupe_window_ms: null,
 }
 
 /** Applies parsed options over existing settings. */
@@ -72,6 +81,7 @@ export function mergeSettings(base: QueueSettings, o: z.output<typeof queueOptio
     dead_letter: deadLetter,
     max_payload_bytes: o.maxPayloadBytes ?? base.max_payload_bytes,
     retention_ms: o.retention === undefined ? base.retention_ms : o.retention === false ? null : o.retention,
+    dedupe_window_ms: o.dedupeWindow === undefined ? base.dedupe_window_ms : o.dedupeWindow === false ? null : o.dedupeWindow,
   }
   // A max below the base would be meaningless; the base wins so a change of one stays valid.
   if (merged.backoff_max_ms < merged.backoff_base_ms) merged.backoff_max_ms = merged.backoff_base_ms
@@ -87,6 +97,7 @@ export function queueInfo(row: QueueRow): QueueInfo {
     deadLetter: row.dead_letter ?? false,
     maxPayloadBytes: row.max_payload_bytes,
     retention: row.retention_ms ?? false,
+    dedupeWindow: row.dedupe_window_ms ?? false,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   }
