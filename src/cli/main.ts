@@ -9,6 +9,7 @@ import { registerPurge } from './commands/purge.js'
 import { registerQueues } from './commands/queues.js'
 import { registerRedrive } from './commands/redrive.js'
 import { registerRoles } from './commands/roles.js'
+import { registerSchedules } from './commands/schedules.js'
 import { registerSend } from './commands/send.js'
 import { registerStats } from './commands/stats.js'
 
@@ -16,7 +17,7 @@ import { registerStats } from './commands/stats.js'
 // and one line below.
 const COMMANDS = [
   registerMigrate, registerQueues, registerStats, registerPeek, registerSend, registerRedrive, registerPurge,
-  registerDashboard, registerDemo, registerRoles,
+  registerDashboard, registerDemo, registerRoles, registerSchedules,
 ]
 
 const program = new Command('postbox')
