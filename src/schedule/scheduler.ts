@@ -149,14 +149,19 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements Backgrou
       this.nudge = new AbortController()
       let sleepMs: number
       try {
-        const fired = await this.tick()
+        // One statement when nothing is due; the transactions of tick() only when something is.
         const waitMs = await q.selectWaitMs(this.db, this.s, null, this.leftAlone())
+        if (waitMs !== null && waitMs <= 0) {
+          const fired = await this.tick()
+          // Still due after a tick that fired nothing: another process holds it (it is firing it).
+          sleepMs = fired.length > 0 ? 0 : MIN_SLEEP_MS
+        } else {
+          sleepMs = waitMs === null ? MAX_SLEEP_MS : Math.min(MAX_SLEEP_MS, waitMs + 1)
+        }
         if (Date.now() - this.lastPrune > PRUNE_EVERY_MS) {
           this.lastPrune = Date.now()
           await pruneDedupeWindows(this.db, this.s)
         }
-        // A tick still due after a tick that fired nothing is held by another process: look again soon.
-        sleepMs = waitMs === null ? MAX_SLEEP_MS : Math.min(MAX_SLEEP_MS, Math.max(fired.length > 0 ? 0 : MIN_SLEEP_MS, waitMs + 1))
         failures = 0
       } catch (error) {
         failures++
