@@ -410,3 +410,6 @@ CREATE VIEW {{schema}}.schedule_stats AS
 SELECT s.name AS schedule, s.queue, s.cron, s.timezone, s.missed, s.next_fire_at, s.last_fire_at,
        greatest(now() - s.next_fire_at, '0') AS overdue
 FROM {{schema}}.schedules s;
+
+-- Nothing for PUBLIC, as for every function before (postbox roles grants what each role needs).
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {{schema}} FROM PUBLIC;

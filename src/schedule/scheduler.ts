@@ -166,7 +166,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements Backgrou
       } catch (error) {
         failures++
         sleepMs = Math.min(30_000, MAX_SLEEP_MS * 2 ** Math.min(failures, 5))
-        this.logger.warn({ err: (error as Error).message }, 'postbox: the scheduler could not read the schedules; trying again')
+        // Once per run of failures: a worker whose role may not fire schedules (the consumer role
+        // of `postbox roles`) would otherwise say so every 30 s.
+        const level = failures === 1 ? 'warn' : 'debug'
+        this.logger[level]({ err: (error as Error).message }, 'postbox: the scheduler could not read the schedules; trying again (a role without the producer grants cannot fire schedules: scheduleWithWorkers: false)')
       }
       await sleep(sleepMs, AbortSignal.any([stopping, this.nudge.signal]))
     }
