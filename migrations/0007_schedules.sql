@@ -21,8 +21,8 @@
 -- message that took it. The change to the send functions is on their dedupe path only and only
 -- for queues with a window: send_message and send_batch are restated below with one added block
 -- each, marked "0007"; a message without a dedupe key, or to a queue without a window, runs the
--- same statements as before. claim, ack and nack are not touched. publish (deliver) keeps the
--- while-pending rule only.
+-- same statements as before. deliver (publish's copies) gets the same block. claim, ack and nack
+-- are not touched.
 
 -- How long a dedupe key stays refused after its send; NULL: only while its message is pending.
 ALTER TABLE {{schema}}.queues ADD COLUMN dedupe_window interval
@@ -317,6 +317,130 @@ BEGIN
     PERFORM {{schema}}.wake(queue);
   END IF;
   RETURN QUERY SELECT r.id, r.duplicate FROM unnest(ids, duplicates) WITH ORDINALITY AS r(id, duplicate, ord) ORDER BY r.ord;
+END $$;
+
+-- Writes one message into each queue of `targets` (whose wake_key locks this transaction holds:
+-- see lock_queues), as send_message does for one queue, and wakes the queues with a waiting
+-- consumer. Returns (queue, id, duplicate) per queue, by queue name. A queue deleted before the
+-- locks were taken is skipped. The caller has checked the message (message_problem) except for
+-- the queues' payload limits: a payload over one raises, and nothing is written.
+CREATE OR REPLACE FUNCTION {{schema}}.deliver(targets text[], routing_key text, payload jsonb, body bytea, encoding text,
+  delay interval, available_at timestamptz, priority integer, dedupe_key text, group_key text, headers jsonb,
+  batch_position bigint DEFAULT NULL)
+RETURNS TABLE (queue text, id bigint, duplicate boolean)
+LANGUAGE plpgsql
+AS $$
+-- 0007 (from 0006): on queues with a dedupe window, the key's window is taken before the insert.
+#variable_conflict use_column
+DECLARE
+  size integer := coalesce(pg_column_size(deliver.payload), octet_length(deliver.body));
+  got_queues text[];
+  got_ids bigint[];
+  to_wake text[];
+  taken text[];
+  held text[];
+  remaining text[];
+  q text;
+  windowed text[];
+  window_ids bigint[];
+  holder bigint;
+  window_held text[] := '{}';
+  window_holders bigint[] := '{}';
+BEGIN
+  IF deliver.dedupe_key IS NULL THEN
+    -- One INSERT … SELECT for every queue, which looks the queues up, applies their payload
+    -- limits and inserts at once; its RETURNING makes the waiter test of send_message.
+    WITH inserted AS (
+      INSERT INTO {{schema}}.messages AS m (queue, priority, available_at, encoding, payload, body, headers, group_key, routing_key)
+      SELECT qs.name, deliver.priority,
+             coalesce(deliver.available_at, CASE WHEN deliver.delay IS NULL THEN now() ELSE clock_timestamp() + deliver.delay END),
+             deliver.encoding, deliver.payload, deliver.body, deliver.headers, deliver.group_key, deliver.routing_key
+      FROM {{schema}}.queues qs
+      WHERE qs.name = ANY (targets) AND qs.max_payload_bytes >= size
+      ORDER BY qs.name COLLATE "C"
+      RETURNING m.queue, m.id, current_setting('transaction_isolation') <> 'read committed'
+        OR EXISTS (SELECT 1 FROM {{schema}}.waiters w WHERE w.queue = m.queue AND NOT w.notified AND w.expires_at > now()) AS must_wake
+    )
+    SELECT array_agg(i.queue ORDER BY i.queue COLLATE "C"), array_agg(i.id ORDER BY i.queue COLLATE "C"),
+           array_agg(i.queue) FILTER (WHERE i.must_wake)
+    INTO got_queues, got_ids, to_wake
+    FROM inserted i;
+    IF coalesce(cardinality(got_queues), 0) < cardinality(targets) THEN
+      -- A queue was deleted before the locks (nothing to do), or the payload is over its limit.
+      PERFORM {{schema}}.raise_payload_limit(targets, deliver.payload, deliver.body, deliver.encoding, batch_position);
+    END IF;
+    IF to_wake IS NOT NULL THEN
+      FOREACH q IN ARRAY to_wake LOOP
+        PERFORM {{schema}}.wake(q); -- tests the waiters again, and notifies only when one still waits
+      END LOOP;
+    END IF;
+    RETURN QUERY SELECT g.queue, g.id, false FROM unnest(got_queues, got_ids) AS g(queue, id);
+    RETURN;
+  END IF;
+  -- With a dedupe key, as send_message: a queue that holds a waiting or in-flight message with
+  -- the key keeps it and returns its id. Rows go in in queue order, so two publishers of one key
+  -- never wait for each other's unique-index entries in opposite orders.
+  PERFORM {{schema}}.raise_payload_limit(targets, deliver.payload, deliver.body, deliver.encoding, batch_position);
+  remaining := ARRAY(SELECT qs.name FROM {{schema}}.queues qs WHERE qs.name = ANY (targets));
+  -- 0007: each queue with a dedupe window takes the key's window for an id drawn now, queues in
+  -- name order as the inserts below; a queue whose window another send holds returns that send's
+  -- message as a duplicate.
+  windowed := ARRAY(SELECT qs.name FROM {{schema}}.queues qs
+                    WHERE qs.name = ANY (remaining) AND qs.dedupe_window IS NOT NULL ORDER BY qs.name COLLATE "C");
+  window_ids := ARRAY(SELECT nextval('{{schema}}.messages_id_seq') FROM unnest(windowed));
+  FOR i IN 1..cardinality(windowed) LOOP
+    holder := {{schema}}.take_dedupe_window(windowed[i], deliver.dedupe_key, window_ids[i],
+      (SELECT qs.dedupe_window FROM {{schema}}.queues qs WHERE qs.name = windowed[i]));
+    IF holder IS NOT NULL THEN
+      window_held := window_held || windowed[i];
+      window_holders := window_holders || holder;
+      remaining := array_remove(remaining, windowed[i]);
+    END IF;
+  END LOOP;
+  FOR round IN 1..3 LOOP
+    IF cardinality(remaining) = 0 THEN
+      -- 0007: the queues whose window another send holds, after the others (as held ones are).
+      RETURN QUERY SELECT w.queue, w.id, true FROM unnest(window_held, window_holders) AS w(queue, id);
+      RETURN;
+    END IF;
+    WITH inserted AS (
+      INSERT INTO {{schema}}.messages AS m (id, queue, priority, available_at, encoding, payload, body, headers, dedupe_key, group_key, routing_key)
+      OVERRIDING SYSTEM VALUE
+      SELECT coalesce(w.id, nextval('{{schema}}.messages_id_seq')), t.name, deliver.priority,
+             coalesce(deliver.available_at, CASE WHEN deliver.delay IS NULL THEN now() ELSE clock_timestamp() + deliver.delay END),
+             deliver.encoding, deliver.payload, deliver.body, deliver.headers, deliver.dedupe_key, deliver.group_key, deliver.routing_key
+      FROM unnest(remaining) AS t(name)
+      LEFT JOIN unnest(windowed, window_ids) AS w(name, id) ON w.name = t.name
+      ORDER BY t.name COLLATE "C"
+      ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+      RETURNING m.queue, m.id
+    )
+    SELECT array_agg(i.queue), array_agg(i.id) INTO got_queues, got_ids FROM inserted i;
+    taken := coalesce(got_queues, '{}');
+    IF got_queues IS NOT NULL THEN
+      RETURN QUERY SELECT g.queue, g.id, false FROM unnest(got_queues, got_ids) AS g(queue, id);
+      FOREACH q IN ARRAY got_queues LOOP
+        PERFORM {{schema}}.wake(q);
+      END LOOP;
+    END IF;
+    -- The others hold the key: look their messages up (this statement's snapshot sees them).
+    SELECT array_agg(m.queue), array_agg(m.id) INTO got_queues, got_ids
+    FROM {{schema}}.messages m
+    WHERE m.queue = ANY (remaining) AND NOT m.queue = ANY (taken) AND m.dedupe_key = deliver.dedupe_key;
+    held := coalesce(got_queues, '{}');
+    -- 0007: a window taken for a queue where a pending message holds the key is given back.
+    IF cardinality(held) > 0 AND cardinality(windowed) > 0 THEN
+      DELETE FROM {{schema}}.dedupe_windows d USING unnest(windowed, window_ids) AS w(name, id)
+      WHERE w.name = ANY (held) AND d.queue = w.name AND d.dedupe_key = deliver.dedupe_key AND d.message_id = w.id;
+    END IF;
+    IF got_queues IS NOT NULL THEN
+      RETURN QUERY SELECT g.queue, g.id, true FROM unnest(got_queues, got_ids) AS g(queue, id);
+    END IF;
+    -- What is left had its duplicate acked between the insert and the look-up: try again.
+    remaining := ARRAY(SELECT r FROM unnest(remaining) r WHERE NOT r = ANY (taken || held));
+  END LOOP;
+  RAISE EXCEPTION 'could not publish to % with dedupe key %: it kept changing', remaining, deliver.dedupe_key
+    USING ERRCODE = '40001';
 END $$;
 
 -- Schedules: one row per name. next_fire_at is the next tick to fire, an instant; the expression

@@ -478,6 +478,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.deliver(targets text[], routing_key text, 
  RETURNS TABLE(queue text, id bigint, duplicate boolean)
  LANGUAGE plpgsql
 AS $function$
+-- 0007 (from 0006): on queues with a dedupe window, the key's window is taken before the insert.
 #variable_conflict use_column
 DECLARE
   size integer := coalesce(pg_column_size(deliver.payload), octet_length(deliver.body));
@@ -488,6 +489,11 @@ DECLARE
   held text[];
   remaining text[];
   q text;
+  windowed text[];
+  window_ids bigint[];
+  holder bigint;
+  window_held text[] := '{}';
+  window_holders bigint[] := '{}';
 BEGIN
   IF deliver.dedupe_key IS NULL THEN
     -- One INSERT … SELECT for every queue, which looks the queues up, applies their payload
@@ -524,16 +530,35 @@ BEGIN
   -- never wait for each other's unique-index entries in opposite orders.
   PERFORM {{schema}}.raise_payload_limit(targets, deliver.payload, deliver.body, deliver.encoding, batch_position);
   remaining := ARRAY(SELECT qs.name FROM {{schema}}.queues qs WHERE qs.name = ANY (targets));
+  -- 0007: each queue with a dedupe window takes the key's window for an id drawn now, queues in
+  -- name order as the inserts below; a queue whose window another send holds returns that send's
+  -- message as a duplicate.
+  windowed := ARRAY(SELECT qs.name FROM {{schema}}.queues qs
+                    WHERE qs.name = ANY (remaining) AND qs.dedupe_window IS NOT NULL ORDER BY qs.name COLLATE "C");
+  window_ids := ARRAY(SELECT nextval('{{schema}}.messages_id_seq') FROM unnest(windowed));
+  FOR i IN 1..cardinality(windowed) LOOP
+    holder := {{schema}}.take_dedupe_window(windowed[i], deliver.dedupe_key, window_ids[i],
+      (SELECT qs.dedupe_window FROM {{schema}}.queues qs WHERE qs.name = windowed[i]));
+    IF holder IS NOT NULL THEN
+      window_held := window_held || windowed[i];
+      window_holders := window_holders || holder;
+      remaining := array_remove(remaining, windowed[i]);
+    END IF;
+  END LOOP;
   FOR round IN 1..3 LOOP
     IF cardinality(remaining) = 0 THEN
+      -- 0007: the queues whose window another send holds, after the others (as held ones are).
+      RETURN QUERY SELECT w.queue, w.id, true FROM unnest(window_held, window_holders) AS w(queue, id);
       RETURN;
     END IF;
     WITH inserted AS (
-      INSERT INTO {{schema}}.messages AS m (queue, priority, available_at, encoding, payload, body, headers, dedupe_key, group_key, routing_key)
-      SELECT t.name, deliver.priority,
+      INSERT INTO {{schema}}.messages AS m (id, queue, priority, available_at, encoding, payload, body, headers, dedupe_key, group_key, routing_key)
+      OVERRIDING SYSTEM VALUE
+      SELECT coalesce(w.id, nextval('{{schema}}.messages_id_seq')), t.name, deliver.priority,
              coalesce(deliver.available_at, CASE WHEN deliver.delay IS NULL THEN now() ELSE clock_timestamp() + deliver.delay END),
              deliver.encoding, deliver.payload, deliver.body, deliver.headers, deliver.dedupe_key, deliver.group_key, deliver.routing_key
       FROM unnest(remaining) AS t(name)
+      LEFT JOIN unnest(windowed, window_ids) AS w(name, id) ON w.name = t.name
       ORDER BY t.name COLLATE "C"
       ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
       RETURNING m.queue, m.id
@@ -551,6 +576,11 @@ BEGIN
     FROM {{schema}}.messages m
     WHERE m.queue = ANY (remaining) AND NOT m.queue = ANY (taken) AND m.dedupe_key = deliver.dedupe_key;
     held := coalesce(got_queues, '{}');
+    -- 0007: a window taken for a queue where a pending message holds the key is given back.
+    IF cardinality(held) > 0 AND cardinality(windowed) > 0 THEN
+      DELETE FROM {{schema}}.dedupe_windows d USING unnest(windowed, window_ids) AS w(name, id)
+      WHERE w.name = ANY (held) AND d.queue = w.name AND d.dedupe_key = deliver.dedupe_key AND d.message_id = w.id;
+    END IF;
     IF got_queues IS NOT NULL THEN
       RETURN QUERY SELECT g.queue, g.id, true FROM unnest(got_queues, got_ids) AS g(queue, id);
     END IF;

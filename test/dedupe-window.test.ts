@@ -101,6 +101,29 @@ describe('dedupeWindow', () => {
     await receiveAndAck(t.postbox, 'windowed')
   })
 
+  it('publish follows each queue\'s window: a windowed subscriber refuses the redelivery, a plain one takes it', async () => {
+    await t.postbox.createQueue('sub-windowed', { dedupeWindow: '5m' })
+    await t.postbox.createQueue('sub-plain')
+    await t.postbox.bind('sub-windowed', 'invoice.*')
+    await t.postbox.bind('sub-plain', 'invoice.*')
+    const first = await t.postbox.publish('invoice.paid', { n: 1 }, { dedupeKey: 'evt_9' })
+    expect(first.duplicates).toEqual([])
+    for (const queue of ['sub-windowed', 'sub-plain']) await receiveAndAck(t.postbox, queue)
+    const again = await t.postbox.publish('invoice.paid', { n: 1 }, { dedupeKey: 'evt_9' })
+    expect(again.queues).toEqual(['sub-plain', 'sub-windowed'])
+    expect(again.duplicates).toEqual(['sub-windowed'])
+    expect(again.ids[again.queues.indexOf('sub-windowed')]).toBe(first.ids[first.queues.indexOf('sub-windowed')])
+    expect(again.ids[again.queues.indexOf('sub-plain')]).not.toBe(first.ids[first.queues.indexOf('sub-plain')])
+    // A pending copy holds the key in both; the window taken for it is given back.
+    const third = await t.postbox.publish('invoice.paid', { n: 1 }, { dedupeKey: 'evt_9' })
+    expect([...third.duplicates].sort()).toEqual(['sub-plain', 'sub-windowed'])
+    const batch = await t.postbox.publishBatch([{ routingKey: 'invoice.sent', payload: 1, dedupeKey: 'evt_9' }, { routingKey: 'invoice.sent', payload: 2, dedupeKey: 'evt_10' }])
+    expect(batch.map((r) => [...r.duplicates].sort())).toEqual([['sub-plain', 'sub-windowed'], []])
+    await receiveAndAck(t.postbox, 'sub-plain')
+    await receiveAndAck(t.postbox, 'sub-plain')
+    await receiveAndAck(t.postbox, 'sub-windowed')
+  })
+
   it('a window that rolls back with its send holds nothing', async () => {
     const client = await t.pool.connect()
     try {
