@@ -122,3 +122,11 @@ export class UnroutableError extends PostboxError {
     super(message)
   }
 }
+
+/**
+ * A schedule that cannot be read: a cron expression croner refuses (or one that never fires), or
+ * a time zone that is not an IANA name Intl knows. Nothing was written.
+ */
+export class InvalidScheduleError extends PostboxError {
+  override name = 'InvalidScheduleError'
+}

@@ -16,6 +16,9 @@ export type { Binding, BindOptions } from './routing/binding-admin.js'
 export type { HeaderFilter } from './routing/header-filter.js'
 export type { PublishOptions, PublishBatchOptions, PublishItem, PublishResult, Unrouted } from './routing/publish-options.js'
 export type { UnroutedStats } from './routing/publisher.js'
+export type { ScheduleOptions, ScheduleInfo } from './schedule/schedule-options.js'
+export type { MissedPolicy } from './schedule/fire-plan.js'
+export type { SchedulerHandle } from './schedule/scheduler.js'
 export type { MigrateResult } from './migrate/migrator.js'
 export type { Logger } from './logger.js'
 export type { Duration } from './duration.js'
@@ -34,4 +37,5 @@ export {
   InvalidPatternError,
   InvalidFilterError,
   UnroutableError,
+  InvalidScheduleError,
 } from './errors.js'

@@ -50,6 +50,11 @@ export interface PostboxOptions {
    * gets its own result; a lone send goes at once. Default true; false sends one statement each.
    */
   batchSends?: boolean
+  /**
+   * A Postbox with a running worker also fires due schedules (see `startScheduler()`); default
+   * true. False leaves that to processes that call `startScheduler()`.
+   */
+  scheduleWithWorkers?: boolean
 }
 
 const object = z.custom<object>((v) => typeof v === 'object' && v !== null, 'must be an object')
@@ -67,6 +72,7 @@ export const postboxOptionsSchema = z
     logger: object.optional(),
     preparedStatements: z.boolean().optional(),
     batchSends: z.boolean().optional(),
+    scheduleWithWorkers: z.boolean().optional(),
   })
   .refine((o) => o.connectionString || o.pool || o.kysely, 'give connectionString, pool or kysely')
   .refine((o) => !(o.connectionString && o.pool), 'give connectionString or pool, not both')

@@ -37,6 +37,9 @@ import type { Handler, TransactionalHandler } from './worker/handler.js'
 import type { Worker } from './worker/worker.js'
 import type { WorkerOptions } from './worker/worker-options.js'
 import { WorkerRegistry } from './worker/worker-registry.js'
+import { ScheduleAdmin } from './schedule/schedule-admin.js'
+import type { ScheduleInfo, ScheduleOptions } from './schedule/schedule-options.js'
+import { Scheduler, type SchedulerHandle } from './schedule/scheduler.js'
 
 /** Events of a Postbox: the state of its LISTEN connection. */
 export interface PostboxEvents {
@@ -112,6 +115,10 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   private readonly sends: SendCoalescer | undefined
   /** Prometheus metrics: this process's sends and handler outcomes, and the queues' counts. */
   private readonly telemetry: PostboxMetrics
+  private readonly schedules: ScheduleAdmin
+  /** Fires due schedules while startScheduler() callers or running workers take part. */
+  protected readonly scheduler: Scheduler
+  private readonly scheduleWithWorkers: boolean
 
   constructor(options: PostboxOptions) {
     super()
@@ -151,6 +158,9 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     const handlerPoolSize = o.kysely ? null : this.ownedPool ? (o.poolSize ?? 10) : poolMax(o.pool)
     this.workers = new WorkerRegistry(workerDeps, handlerPoolSize, this.pollMs, () => this.notifier?.start())
     this.telemetry = new PostboxMetrics({ queueStats: () => this.stats() })
+    this.schedules = new ScheduleAdmin(this.db, this.schema)
+    this.scheduler = new Scheduler(this.db, this.schema, this.logger)
+    this.scheduleWithWorkers = o.scheduleWithWorkers ?? true
     this.untrack = trackOpen('postbox', `Postbox(schema ${this.schema.name})`)
   }
 
@@ -369,7 +379,50 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     // A transactional handler always gets its `tx`, so it is a Handler whose context has one.
     const worker = this.workers.start(queues, handler as Handler<P, Tx>, options)
     this.telemetry.observe(worker as unknown as Worker<never, never>)
+    if (this.scheduleWithWorkers) {
+      const part = this.scheduler.join()
+      worker.once('stopped', () => void part.stop())
+    }
     return worker
+  }
+
+  /**
+   * Creates or replaces a schedule: on every tick of `cron`, read in `timezone` (default UTC),
+   * one message goes to `queue`, with the headers `postbox-schedule` and `postbox-fire-at`. Each
+   * tick fires once however many processes take part. Replacing a schedule with the same
+   * expression and time zone keeps its next tick, so declaring schedules at every start is safe.
+   *
+   * @example
+   * await postbox.schedule('nightly-report', { cron: '0 3 * * *', timezone: 'Europe/Paris', queue: 'reports', missed: 'latest' })
+   */
+  async schedule<P>(name: string, options: ScheduleOptions<NoInfer<P>> & { queue: QueueRef<P> }): Promise<ScheduleInfo> {
+    const info = await this.schedules.schedule(name, options as ScheduleOptions)
+    this.scheduler.poke()
+    return info
+  }
+
+  /** Deletes a schedule; returns true when there was one. Deleting a queue deletes its schedules. */
+  unschedule(name: string): Promise<boolean> {
+    return this.schedules.unschedule(name)
+  }
+
+  /** Every schedule, by name, with its next tick (from the database clock) and its last. */
+  listSchedules(): Promise<ScheduleInfo[]> {
+    return this.schedules.list()
+  }
+
+  /**
+   * Makes this process fire due schedules until the returned handle is stopped (or the Postbox
+   * closed). A Postbox with a running worker takes part anyway (unless `scheduleWithWorkers: false`);
+   * this is for processes that run no worker.
+   *
+   * @example
+   * const scheduler = postbox.startScheduler()
+   * await scheduler.stop()
+   */
+  startScheduler(): SchedulerHandle {
+    if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
+    return this.scheduler.join()
   }
 
   /** Acks one delivery or many (one statement), fenced by their leases; a lost lease throws `LeaseLostError`. */
@@ -404,6 +457,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     this.closing ??= (async () => {
       this.closeSignal.abort()
       await this.workers.stopAll()
+      await this.scheduler.close()
       await this.sends?.drain() // sends made before close() are written, not cut off
       await this.wakeUps.close().catch(() => {})
       await this.notifier?.stop()

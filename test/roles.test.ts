@@ -161,6 +161,25 @@ describe('producer', () => {
     }
   })
 
+  it('sends to a queue with a dedupe window and fires schedules, but cannot make or delete one', async () => {
+    await t.postbox.createQueue('windowed', { dedupeWindow: '5m' })
+    await t.postbox.createQueue('ticks')
+    await t.postbox.schedule('role-tick', { cron: '* * * * * *', queue: 'ticks' })
+    const producer = postboxAs(roles.producer)
+    try {
+      const first = await producer.send('windowed', 1, { dedupeKey: 'w' })
+      expect(await producer.sendBatch('windowed', [{ payload: 2, dedupeKey: 'w' }, { payload: 3, dedupeKey: 'v' }])).toEqual([first.id, expect.any(String)])
+      const part = producer.startScheduler()
+      await vi.waitFor(async () => expect((await t.sql(`SELECT 1 FROM ${s}.schedule_fires WHERE schedule = 'role-tick'`)).length).toBeGreaterThan(0), { timeout: 10_000, interval: 100 })
+      await part.stop()
+      expect(await codeOf(producer.schedule('mine', { cron: '@daily', queue: 'ticks' }))).toBe(DENIED)
+      expect(await codeOf(producer.unschedule('role-tick'))).toBe(DENIED)
+    } finally {
+      await producer.close()
+      await t.postbox.unschedule('role-tick')
+    }
+  })
+
   it('cannot read payloads, receive, ack, nack, extend, release, update or delete messages, or touch queues', async () => {
     const { id } = await t.postbox.send('jobs', { secret: 'payload' })
     const [lease] = await t.sql<{ lease: string }>(`SELECT gen_random_uuid()::text AS lease`)

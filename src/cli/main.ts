@@ -11,6 +11,7 @@ import { registerPurge } from './commands/purge.js'
 import { registerQueues } from './commands/queues.js'
 import { registerRedrive } from './commands/redrive.js'
 import { registerRoles } from './commands/roles.js'
+import { registerSchedules } from './commands/schedules.js'
 import { registerSend } from './commands/send.js'
 import { registerStats } from './commands/stats.js'
 
@@ -18,7 +19,7 @@ import { registerStats } from './commands/stats.js'
 // and one line below.
 const COMMANDS = [
   registerMigrate, registerQueues, registerStats, registerPeek, registerSend, registerRedrive, registerPurge,
-  registerBindings, registerPause, registerDashboard, registerDemo, registerRoles,
+  registerBindings, registerPause, registerDashboard, registerDemo, registerRoles, registerSchedules,
 ]
 
 const program = new Command('postbox')

@@ -30,7 +30,7 @@ export function page(ctx: DashboardContext, title: string, body: Html): Html {
 <body>
 <header>
   <a class="brand" href="${href(ctx, '/')}">postbox</a>
-  <nav class="sections"><a href="${href(ctx, '/')}">queues</a> <a href="${href(ctx, '/bindings')}">bindings</a></nav>
+  <nav class="sections"><a href="${href(ctx, '/')}">queues</a> <a href="${href(ctx, '/bindings')}">bindings</a> <a href="${href(ctx, '/schedules')}">schedules</a></nav>
   <span class="schema">schema <code>${ctx.postbox.schema.name}</code></span>
   <span class="mode ${ctx.allowActions ? 'actions' : 'read-only'}" data-testid="mode">${ctx.allowActions ? 'actions enabled' : 'read-only'}</span>
 </header>

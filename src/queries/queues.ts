@@ -20,6 +20,7 @@ export interface QueueRow {
   key_rate_limit: number | null
   key_rate_per_ms: number | null
   paused: boolean
+  dedupe_window_ms: number | null
   created_at: Date
   updated_at: Date
 }
@@ -28,7 +29,7 @@ export type QueueSettings = Omit<QueueRow, 'name' | 'created_at' | 'updated_at' 
 
 const ms = (column: string) => `(extract(epoch FROM ${column}) * 1000)::float8 AS ${column}_ms`
 const COLUMNS = `name, ${ms('visibility_timeout')}, max_attempts, backoff_type, ${ms('backoff_base')}, ${ms('backoff_max')},
-  backoff_jitter, dead_letter, max_payload_bytes, ${ms('retention')}, created_at, updated_at`
+  backoff_jitter, dead_letter, max_payload_bytes, ${ms('retention')}, ${ms('dedupe_window')}, created_at, updated_at`
 /** The columns of a queue with its flow control, from `queues q LEFT JOIN queue_flow f`. */
 const FLOW_COLUMNS = `f.max_in_flight, f.rate_limit, (extract(epoch FROM f.rate_per) * 1000)::float8 AS rate_per_ms,
   f.key_rate_limit, (extract(epoch FROM f.key_rate_per) * 1000)::float8 AS key_rate_per_ms, coalesce(f.paused, false) AS paused`
@@ -39,7 +40,7 @@ const WITH_FLOW = `${COLUMNS}, max_in_flight, rate_limit, rate_per_ms, key_rate_
 function values(name: string, q: QueueSettings): unknown[] {
   return [
     name, q.visibility_timeout_ms, q.max_attempts, q.backoff_type, q.backoff_base_ms, q.backoff_max_ms,
-    q.backoff_jitter, q.dead_letter, q.max_payload_bytes, q.retention_ms,
+    q.backoff_jitter, q.dead_letter, q.max_payload_bytes, q.retention_ms, q.dedupe_window_ms,
   ]
 }
 
@@ -47,9 +48,9 @@ function values(name: string, q: QueueSettings): unknown[] {
 export async function insertQueue(db: Executor, s: SchemaName, name: string, q: QueueSettings): Promise<boolean> {
   const { rows } = await db.query<{ name: string }>(
     `INSERT INTO ${s.sql}.queues AS queues (name, visibility_timeout, max_attempts, backoff_type, backoff_base, backoff_max,
-       backoff_jitter, dead_letter, max_payload_bytes, retention)
+       backoff_jitter, dead_letter, max_payload_bytes, retention, dedupe_window)
      VALUES ($1, $2 * interval '1 millisecond', $3, $4, $5 * interval '1 millisecond', $6 * interval '1 millisecond',
-       $7, $8, $9, $10 * interval '1 millisecond')
+       $7, $8, $9, $10 * interval '1 millisecond', $11 * interval '1 millisecond')
      ON CONFLICT (name) DO NOTHING
      RETURNING name`,
     values(name, q),
@@ -62,7 +63,8 @@ export async function updateQueue(db: Executor, s: SchemaName, name: string, q: 
   const { rows } = await db.query<{ name: string }>(
     `UPDATE ${s.sql}.queues AS queues SET visibility_timeout = $2 * interval '1 millisecond', max_attempts = $3, backoff_type = $4,
        backoff_base = $5 * interval '1 millisecond', backoff_max = $6 * interval '1 millisecond', backoff_jitter = $7,
-       dead_letter = $8, max_payload_bytes = $9, retention = $10 * interval '1 millisecond', updated_at = now()
+       dead_letter = $8, max_payload_bytes = $9, retention = $10 * interval '1 millisecond',
+       dedupe_window = $11 * interval '1 millisecond', updated_at = now()
      WHERE name = $1
      RETURNING name`,
     values(name, q),

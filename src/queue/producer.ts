@@ -29,7 +29,8 @@ function isEnvelope(item: unknown): item is BatchItem<unknown> {
   return Object.keys(item).every((k) => ITEM_KEYS.has(k))
 }
 
-function validatePayload(ref: QueueRef<unknown>, payload: unknown): unknown {
+/** The payload as a typed queue's schema parses it (a plain name takes any); throws InvalidPayloadError. */
+export function validatePayload(ref: QueueRef<unknown>, payload: unknown): unknown {
   if (typeof ref === 'string') return payload
   const result = ref.schema.safeParse(payload)
   if (result.success) return result.data

@@ -25,6 +25,7 @@ export const queueOptionsSchema = z.strictObject({
   maxInFlight: z.union([z.number().int().min(1).max(1_000_000_000), z.literal(false)]).optional(),
   rateLimit: z.union([rateSchema, z.literal(false)]).optional(),
   keyRateLimit: z.union([rateSchema, z.literal(false)]).optional(),
+  dedupeWindow: z.union([positiveDurationMs, z.literal(false)]).optional(),
 })
 
 /** A rate limit: at most `limit` claims in any window of length `per`. */
@@ -65,6 +66,12 @@ export interface QueueOptions {
    * without a rate key are not limited by it. `false` (the default) for none.
    */
   keyRateLimit?: RateLimit | false
+  /**
+   * Refuse a dedupe key for this long after its send, acked or not (SQS FIFO's 5 minutes): a send
+   * with the key within the window returns the first message's id as a duplicate. `false` (the
+   * default) refuses a key only while its message waits or is in flight.
+   */
+  dedupeWindow?: number | string | false
 }
 
 /** A queue's settings as `getQueue` and `listQueues` return them; durations in milliseconds. */
@@ -84,6 +91,8 @@ export interface QueueInfo {
   keyRateLimit: { limit: number; per: number } | false
   /** Whether the queue is paused (`pauseQueue`): nothing is claimed until `resumeQueue`. */
   paused: boolean
+  /** How long a dedupe key stays refused after its send, in milliseconds, or false. */
+  dedupeWindow: number | false
   createdAt: Date
   updatedAt: Date
 }
@@ -103,6 +112,7 @@ export const DEFAULT_SETTINGS: QueueSettings = {
   rate_per_ms: null,
   key_rate_limit: null,
   key_rate_per_ms: null,
+  dedupe_window_ms: null,
 }
 
 /** Applies parsed options over existing settings. */
@@ -120,6 +130,7 @@ export function mergeSettings(base: QueueSettings, o: z.output<typeof queueOptio
     max_in_flight: o.maxInFlight === undefined ? base.max_in_flight : o.maxInFlight === false ? null : o.maxInFlight,
     ...rate('rate', o.rateLimit, base.rate_limit, base.rate_per_ms),
     ...rate('key_rate', o.keyRateLimit, base.key_rate_limit, base.key_rate_per_ms),
+    dedupe_window_ms: o.dedupeWindow === undefined ? base.dedupe_window_ms : o.dedupeWindow === false ? null : o.dedupeWindow,
   }
   // A max below the base would be meaningless; the base wins so a change of one stays valid.
   if (merged.backoff_max_ms < merged.backoff_base_ms) merged.backoff_max_ms = merged.backoff_base_ms
@@ -156,6 +167,7 @@ export function queueInfo(row: QueueRow): QueueInfo {
     rateLimit: row.rate_limit !== null && row.rate_per_ms !== null ? { limit: row.rate_limit, per: row.rate_per_ms } : false,
     keyRateLimit: row.key_rate_limit !== null && row.key_rate_per_ms !== null ? { limit: row.key_rate_limit, per: row.key_rate_per_ms } : false,
     paused: row.paused,
+    dedupeWindow: row.dedupe_window_ms ?? false,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   }

@@ -42,6 +42,8 @@ export const PRODUCER_FUNCTIONS = [
   // publish (migrations/0006_topics.sql)
   'publish', 'publish_message', 'publish_batch', 'matching_queues', 'routing_key_problem', 'lock_queues', 'deliver',
   'raise_publish_problem', 'raise_payload_limit', 'raise_unrouted_option', 'unroutable', 'count_unrouted',
+  // the dedupe window, and firing schedules (migrations/0007_schedules.sql): firing is sending
+  'take_dedupe_window', 'prune_dedupe_windows', 'fire_schedule',
 ] as const
 
 /** Functions the consumer may execute, by name (any signature), with the helpers they call. */
@@ -117,6 +119,13 @@ GRANT SELECT, INSERT, UPDATE ON ${s}.unrouted_counts TO ${ident(r.producer)};
 GRANT SELECT (id, queue, dedupe_key) ON ${s}.messages TO ${ident(r.producer)};
 GRANT USAGE ON SEQUENCE ${s}.messages_id_seq TO ${ident(r.producer)};
 GRANT SELECT, UPDATE (notified) ON ${s}.waiters TO ${ident(r.producer)};
+-- The dedupe windows of the keys it sends (taken, given back, pruned when expired). And firing
+-- schedules, which sends: a process that takes part in scheduling (startScheduler(), or a worker
+-- with scheduleWithWorkers) needs this role or admin; it reads schedules, moves their next tick
+-- and records the ticks fired, but cannot make, change or delete schedules.
+GRANT SELECT, INSERT, UPDATE, DELETE ON ${s}.dedupe_windows TO ${ident(r.producer)};
+GRANT SELECT, UPDATE (next_fire_at, last_fire_at) ON ${s}.schedules TO ${ident(r.producer)};
+GRANT SELECT, INSERT, UPDATE (message_id), DELETE ON ${s}.schedule_fires TO ${ident(r.producer)};
 ${grantFunctions(schema, PRODUCER_FUNCTIONS, r.producer)}
 
 -- Consumer: receive, ack, nack, extend, release, the wake-up registry, group leases, and reading
