@@ -34,4 +34,12 @@ export {
   InvalidPatternError,
   InvalidFilterError,
   UnroutableError,
+  StreamNotFoundError,
+  InvalidStreamNameError,
+  GroupNotFoundError,
+  StreamFencedError,
 } from './errors.js'
+export type { StreamEvent } from './streams/stream-event.js'
+export type { StreamInfo, StreamOptions, AppendOptions, AppendItem, ReadStreamOptions, SeekTo } from './streams/stream-options.js'
+export type { AppendResult } from './streams/appender.js'
+export type { StreamStats } from './streams/stream-stats.js'

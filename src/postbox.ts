@@ -37,6 +37,22 @@ import type { Handler, TransactionalHandler } from './worker/handler.js'
 import type { Worker } from './worker/worker.js'
 import type { WorkerOptions } from './worker/worker-options.js'
 import { WorkerRegistry } from './worker/worker-registry.js'
+import * as appender from './streams/appender.js'
+import { StreamAdmin } from './streams/stream-admin.js'
+import type { StreamEvent } from './streams/stream-event.js'
+import { readStream } from './streams/stream-reader.js'
+import {
+  appendBatchOptionsSchema,
+  appendOptionsSchema,
+  type AppendItem,
+  type AppendOptions,
+  type ReadStreamOptions,
+  type SeekTo,
+  type StreamInfo,
+  type StreamOptions,
+} from './streams/stream-options.js'
+import { pruneStreams, selectStreamStats } from './queries/streams-groups.js'
+import { streamStats, type StreamStats } from './streams/stream-stats.js'
 
 /** Events of a Postbox: the state of its LISTEN connection. */
 export interface PostboxEvents {
@@ -98,6 +114,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   private readonly ownedPool: pg.Pool | undefined
   private readonly queues: QueueAdmin
   private readonly bindings: BindingAdmin
+  private readonly streams: StreamAdmin
   private readonly untrack: () => void
   private closing: Promise<void> | undefined
   private readonly closeSignal = new AbortController()
@@ -133,6 +150,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     }
     this.queues = new QueueAdmin(this.db, this.schema)
     this.bindings = new BindingAdmin(this.db, this.schema)
+    this.streams = new StreamAdmin(this.db, this.schema)
     this.sends = o.batchSends === false ? undefined : new SendCoalescer(this.db, this.schema, SEND_STATEMENTS_IN_FLIGHT)
     this.pollMs = o.pollInterval ?? 2_000
     const listenConnection = o.listenConnectionString ?? o.connectionString ?? poolConnectionString(o.pool)
@@ -310,6 +328,90 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   /** How many publishes reached no queue (committed ones), and the latest one's key and time. */
   unroutedStats(): Promise<publisher.UnroutedStats> {
     return publisher.unroutedStats(this.db, this.schema)
+  }
+
+  /**
+   * Creates a stream, a retained log that consumer groups read at their own offsets, if it does
+   * not exist; an existing stream is returned unchanged.
+   *
+   * @example
+   * await postbox.createStream('orders', { partitions: 4, retention: '7d' })
+   */
+  createStream(name: string, options?: StreamOptions): Promise<StreamInfo> {
+    return this.streams.create(name, options)
+  }
+
+  /** A stream's settings, or null when there is no such stream. */
+  getStream(name: string): Promise<StreamInfo | null> {
+    return this.streams.get(name)
+  }
+
+  /** Every stream's settings, by name. */
+  listStreams(): Promise<StreamInfo[]> {
+    return this.streams.list()
+  }
+
+  /** Deletes a stream with its events, groups and offsets; returns false when there was none. */
+  deleteStream(name: string): Promise<boolean> {
+    return this.streams.delete(name)
+  }
+
+  /**
+   * Appends an event to a stream. With `tx` it is written in your transaction and exists if and
+   * only if that transaction commits; without, it is committed at once. The key picks the
+   * partition (the same key, the same partition). The event gets its offset shortly after it
+   * commits, after every event that became visible before it.
+   *
+   * @example
+   * const { id, partition } = await postbox.append('orders', { orderId: 42 }, { key: 'customer:7', tx })
+   */
+  async append(stream: string, payload: unknown, options?: AppendOptions): Promise<appender.AppendResult> {
+    const { tx, ...rest } = parseOptions(appendOptionsSchema, options, 'append options')
+    return appender.append(this.executor(tx), this.schema, stream, payload, rest)
+  }
+
+  /** Appends many events in one statement; an item is a payload or `{ payload, key?, headers? }`. */
+  async appendBatch(stream: string, items: readonly (unknown | AppendItem)[], options?: { tx?: TransactionLike }): Promise<appender.AppendResult[]> {
+    const { tx } = parseOptions(appendBatchOptionsSchema, options, 'appendBatch options')
+    return appender.appendBatch(this.executor(tx), this.schema, stream, items)
+  }
+
+  /**
+   * Reads one partition of a stream after an offset, without a group: ad-hoc replay.
+   *
+   * @example
+   * const events = await postbox.readStream('orders', { partition: 0, after: '41', limit: 100 })
+   */
+  readStream<P = unknown>(stream: string, options?: ReadStreamOptions): Promise<StreamEvent<P>[]> {
+    return readStream<P>(this.db, this.schema, stream, options)
+  }
+
+  /**
+   * Moves a group's committed offsets: to the earliest retained event, past the newest, to the
+   * first event stamped at or after a time, or, for one partition, to just before an offset.
+   * Members reading meanwhile are fenced and continue from there. Returns the partitions moved.
+   *
+   * @example
+   * await postbox.seek('orders', 'billing', 'earliest')   // replay everything retained
+   */
+  seek(stream: string, group: string, to: SeekTo): Promise<number> {
+    return this.streams.seek(stream, group, to)
+  }
+
+  /**
+   * Head, committed offset and lag per stream, group and partition (the `stream_stats` view).
+   */
+  async streamStats(stream?: string): Promise<StreamStats[]> {
+    return (await selectStreamStats(this.db, this.schema, stream === undefined ? null : stream)).map(streamStats)
+  }
+
+  /**
+   * Applies streams' retention: drops every segment of events older than its stream's retention,
+   * whole (no row-by-row delete). Running consumers call it about once a minute; returns how many
+   * segments it dropped. `now` stands in for the database clock (tests).
+   */
+  pruneStreams(options?: { now?: Date }): Promise<number> {
+    return pruneStreams(this.db, this.schema, options?.now ?? null)
   }
 
   /**
