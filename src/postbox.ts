@@ -53,6 +53,9 @@ import {
 } from './streams/stream-options.js'
 import { pruneStreams, selectStreamStats } from './queries/streams-groups.js'
 import { streamStats, type StreamStats } from './streams/stream-stats.js'
+import { consumeOptionsSchema, type ConsumeOptions, type StreamHandler } from './streams/consume-options.js'
+import { StreamConsumer } from './streams/stream-consumer.js'
+import { assertStreamName } from './streams/stream-name.js'
 
 /** Events of a Postbox: the state of its LISTEN connection. */
 export interface PostboxEvents {
@@ -115,6 +118,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   private readonly queues: QueueAdmin
   private readonly bindings: BindingAdmin
   private readonly streams: StreamAdmin
+  private readonly consumers = new Set<StreamConsumer<never, never>>()
   private readonly untrack: () => void
   private closing: Promise<void> | undefined
   private readonly closeSignal = new AbortController()
@@ -399,6 +403,51 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   }
 
   /**
+   * Reads a stream as a member of a consumer group. Every group gets every event; within a group
+   * each partition is read by one member at a time, in offset order, and members share the
+   * partitions by themselves as they join, stop or die (after `sessionTimeout`, default 10s). The
+   * offset is committed once per batch, fenced: a member that lost a partition cannot commit for
+   * it. With `transactional: true` the handler gets `ctx.tx`, and its writes commit with the
+   * offset or not at all; each partition's batch then holds a pool connection while it runs.
+   *
+   * @example
+   * const consumer = postbox.consume('orders', 'billing', async (event, ctx) => {
+   *   await ctx.tx.query('INSERT INTO invoices (order_id) VALUES ($1)', [event.payload.orderId])
+   * }, { from: 'earliest', transactional: true })
+   * await consumer.stop()
+   */
+  consume<P = unknown, Tx = PgClient>(stream: string, group: string, handler: StreamHandler<P, Tx>, options?: ConsumeOptions): StreamConsumer<P, Tx> {
+    if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
+    assertStreamName(stream)
+    assertStreamName(group, 'group')
+    if (typeof handler !== 'function') throw new InvalidOptionsError('consume needs a handler function')
+    const o = parseOptions(consumeOptionsSchema, options, 'consume options')
+    const sessionTimeoutMs = o.sessionTimeout ?? 10_000
+    const consumer = new StreamConsumer<P, Tx>(
+      { db: this.db, schema: this.schema, wakeUps: this.wakeUps, logger: this.logger },
+      stream,
+      group,
+      handler,
+      {
+        from: o.from ?? 'earliest',
+        transactional: o.transactional ?? false,
+        batchSize: o.batchSize ?? 100,
+        sessionTimeoutMs,
+        heartbeatMs: o.heartbeatInterval ?? Math.max(1, Math.floor(sessionTimeoutMs / 3)),
+        pollMs: o.pollInterval ?? this.pollMs,
+        retryDelayMs: o.retryDelay ?? 1_000,
+        memberId: o.memberId ?? randomUUID(),
+      },
+    )
+    const tracked = consumer as unknown as StreamConsumer<never, never>
+    this.consumers.add(tracked)
+    consumer.once('stopped', () => this.consumers.delete(tracked))
+    this.notifier?.start()
+    consumer.start()
+    return consumer
+  }
+
+  /**
    * Head, committed offset and lag per stream, group and partition (the `stream_stats` view).
    */
   async streamStats(stream?: string): Promise<StreamStats[]> {
@@ -486,6 +535,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     this.closing ??= (async () => {
       this.closeSignal.abort()
       await this.workers.stopAll()
+      await Promise.all([...this.consumers].map((consumer) => consumer.stop()))
       await this.sends?.drain() // sends made before close() are written, not cut off
       await this.wakeUps.close().catch(() => {})
       await this.notifier?.stop()
