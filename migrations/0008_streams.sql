@@ -539,18 +539,22 @@ BEGIN
 END $$;
 
 -- Per stream, partition and group: the head (newest offset), the log start (oldest retained),
--- the committed offset, the lag (events after the committed offset, or after the log start when
--- the group fell behind retention), who owns the partition and how long ago it heartbeat, and
--- the events the group missed to retention. A stream without groups has one row per partition
--- with a NULL group. unstamped counts appended events not stamped yet (readers stamp them).
+-- the committed offset, unstamped (appended and committed events waiting for their offset:
+-- readers stamp them, so a number that stays up means no group is reading), the lag (events
+-- the group has yet to read: after its committed offset, or after the log start when it fell
+-- behind retention, plus the unstamped ones), who owns the partition and how long ago it
+-- heartbeat, and the events the group missed to retention. A stream without groups has one row
+-- per partition with a NULL group.
 CREATE VIEW {{schema}}.stream_stats AS
 SELECT s.name AS stream, p.partition, o.group_name AS "group",
        p.head_offset, p.log_start_offset, o.committed_offset,
-       p.head_offset - greatest(o.committed_offset, p.log_start_offset - 1) AS lag,
+       p.head_offset + u.unstamped - greatest(o.committed_offset, p.log_start_offset - 1) AS lag,
        o.owner, o.epoch, o.lost_to_retention,
        extract(epoch FROM clock_timestamp() - m.heartbeat_at) * 1000 AS heartbeat_age_ms,
-       (SELECT count(*) FROM {{schema}}.stream_inbox i WHERE i.stream_id = s.id AND i.partition = p.partition) AS unstamped
+       u.unstamped
 FROM {{schema}}.streams s
 JOIN {{schema}}.stream_partitions p ON p.stream_id = s.id
+CROSS JOIN LATERAL (SELECT count(*) AS unstamped FROM {{schema}}.stream_inbox i
+                    WHERE i.stream_id = s.id AND i.partition = p.partition) u
 LEFT JOIN {{schema}}.stream_offsets o ON o.stream_id = s.id AND o.partition = p.partition
 LEFT JOIN {{schema}}.stream_members m ON m.stream_id = s.id AND m.group_name = o.group_name AND m.member = o.owner;

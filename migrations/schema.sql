@@ -252,16 +252,17 @@ CREATE VIEW {{schema}}.stream_stats AS
     p.head_offset,
     p.log_start_offset,
     o.committed_offset,
-    p.head_offset - GREATEST(o.committed_offset, p.log_start_offset - 1) AS lag,
+    p.head_offset + u.unstamped - GREATEST(o.committed_offset, p.log_start_offset - 1) AS lag,
     o.owner,
     o.epoch,
     o.lost_to_retention,
     EXTRACT(epoch FROM clock_timestamp() - m.heartbeat_at) * 1000::numeric AS heartbeat_age_ms,
-    ( SELECT count(*) AS count
-           FROM {{schema}}.stream_inbox i
-          WHERE i.stream_id = s.id AND i.partition = p.partition) AS unstamped
+    u.unstamped
    FROM {{schema}}.streams s
      JOIN {{schema}}.stream_partitions p ON p.stream_id = s.id
+     CROSS JOIN LATERAL ( SELECT count(*) AS unstamped
+           FROM {{schema}}.stream_inbox i
+          WHERE i.stream_id = s.id AND i.partition = p.partition) u
      LEFT JOIN {{schema}}.stream_offsets o ON o.stream_id = s.id AND o.partition = p.partition
      LEFT JOIN {{schema}}.stream_members m ON m.stream_id = s.id AND m.group_name = o.group_name AND m.member = o.owner;
 

@@ -169,7 +169,11 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     // count them only on a pg pool it knows the size of (not behind a Kysely instance).
     const handlerPoolSize = o.kysely ? null : this.ownedPool ? (o.poolSize ?? 10) : poolMax(o.pool)
     this.workers = new WorkerRegistry(workerDeps, handlerPoolSize, this.pollMs, () => this.notifier?.start())
-    this.telemetry = new PostboxMetrics({ queueStats: () => this.stats() })
+    this.telemetry = new PostboxMetrics({
+      queueStats: () => this.stats(),
+      streamLag: async () =>
+        (await this.streamStats()).flatMap((r) => (r.group === null || r.lag === null ? [] : [{ stream: r.stream, group: r.group, partition: r.partition, lag: r.lag }])),
+    })
     this.untrack = trackOpen('postbox', `Postbox(schema ${this.schema.name})`)
   }
 

@@ -11,12 +11,13 @@ import { registerRedrive } from './commands/redrive.js'
 import { registerRoles } from './commands/roles.js'
 import { registerSend } from './commands/send.js'
 import { registerStats } from './commands/stats.js'
+import { registerStreams } from './commands/streams.js'
 
 // Each command lives in commands/<name>.ts and registers itself here; a new one is a new file
 // and one line below.
 const COMMANDS = [
   registerMigrate, registerQueues, registerStats, registerPeek, registerSend, registerRedrive, registerPurge,
-  registerDashboard, registerDemo, registerRoles,
+  registerDashboard, registerDemo, registerRoles, registerStreams,
 ]
 
 const program = new Command('postbox')

@@ -3,8 +3,8 @@ import type { StreamStatsRow } from '../queries/streams-groups.js'
 /**
  * One row of the `stream_stats` view: a partition of a stream, and one group's place in it
  * (`group` is null for a stream that no group reads). Offsets are strings of integers; `lag` is
- * how many stamped events the group has not committed, `unstamped` how many appended events wait
- * for their offset.
+ * how many events the group has yet to read (stamped after its committed offset, plus the
+ * unstamped), `unstamped` how many committed appends wait for their offset (readers stamp them).
  */
 export interface StreamStats {
   stream: string
