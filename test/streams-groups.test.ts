@@ -66,6 +66,32 @@ describe('consumer groups', () => {
     }
   })
 
+  it('an idle group keeps being woken while another appending transaction stays open, and gets its event last', async () => {
+    await t.postbox.createStream('open-tx')
+    const c = collector()
+    const consumer = t.postbox.consume('open-tx', 'idle', c.handler, { pollInterval: '60s' })
+    const client = await t.pool.connect()
+    try {
+      await t.postbox.listen()
+      await waitFor('the member to own the partition', () => consumer.partitions.length === 1)
+      await new Promise((resolve) => setTimeout(resolve, 300)) // let it go idle and register as waiting
+      await client.query('BEGIN')
+      // This append wakes the idle member and, until it commits, holds a lock on its waiters row.
+      await t.postbox.append('open-tx', { n: -1 }, { tx: client })
+      for (let n = 0; n < 5; n++) {
+        await t.postbox.append('open-tx', { n })
+        await waitFor(`event ${n} while the other transaction is open`, () => c.seen.some((e) => e.payload.n === n), { timeoutMs: 15_000 })
+      }
+      await client.query('COMMIT')
+      await waitFor('the late committer', () => c.seen.length === 6, { timeoutMs: 15_000 })
+      expect(c.seen.map((e) => e.payload.n)).toEqual([0, 1, 2, 3, 4, -1])
+    } finally {
+      await client.query('ROLLBACK').catch(() => {})
+      client.release()
+      await consumer.stop()
+    }
+  })
+
   it('members share the partitions when they join and stop', async () => {
     await t.postbox.createStream('share', { partitions: 4 })
     const c = collector()

@@ -5,12 +5,20 @@ import type { SchemaName } from '../schema-name.js'
  * Records that this listener waits on the queues until ttl from now and has not been told yet, so
  * the next sender NOTIFYs. A row a sender is marking notified right now is skipped rather than
  * waited for: that sender notifies at its commit, or rolls back and leaves the row as it was.
- * Rows of listeners that died are cleared on the way.
+ * Rows of other listeners that died are cleared on the way, also skipping locked ones. Nothing
+ * here waits for a sender's transaction: a sender that woke us and stays open (an outbox
+ * transaction, an append held open) holds a lock on our row until it ends, and an insert that
+ * met the row in the unique index (ON CONFLICT) or a delete of it would wait that long; so the
+ * insert is only for rows this statement does not see at all.
  */
 export async function registerWaiter(db: Executor, s: SchemaName, queues: readonly string[], listener: string, ttlMs: number): Promise<void> {
   await db.query(
     `WITH expired AS (
-       DELETE FROM ${s.sql}.waiters WHERE queue = ANY ($1) AND expires_at < now() - interval '1 minute'
+       DELETE FROM ${s.sql}.waiters w
+       USING (SELECT queue, listener FROM ${s.sql}.waiters
+              WHERE queue = ANY ($1) AND listener <> $2 AND expires_at < now() - interval '1 minute'
+              FOR UPDATE SKIP LOCKED) dead
+       WHERE w.queue = dead.queue AND w.listener = dead.listener
      ), mine AS (
        SELECT queue FROM ${s.sql}.waiters WHERE queue = ANY ($1) AND listener = $2 FOR UPDATE SKIP LOCKED
      ), renewed AS (
@@ -19,6 +27,7 @@ export async function registerWaiter(db: Executor, s: SchemaName, queues: readon
      )
      INSERT INTO ${s.sql}.waiters (queue, listener, expires_at)
      SELECT q, $2, now() + $3 * interval '1 millisecond' FROM unnest($1::text[]) q
+     WHERE NOT EXISTS (SELECT 1 FROM ${s.sql}.waiters w WHERE w.queue = q AND w.listener = $2)
      ON CONFLICT (queue, listener) DO NOTHING`,
     [queues, listener, ttlMs],
   )
