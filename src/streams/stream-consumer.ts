@@ -15,6 +15,7 @@ import { GroupMembership, type OwnedPartition } from './group-membership.js'
 import { InlineOffsetCommit, TransactionalOffsetCommit, type PartitionBatch } from './offset-commit.js'
 import { eventFromRow, type StreamEvent } from './stream-event.js'
 import { stamp } from './stream-reader.js'
+import { inConsumerSpan } from '../tracing/consumer-span.js'
 
 /** What a stream consumer needs from its Postbox. */
 export interface StreamConsumerDeps {
@@ -260,7 +261,8 @@ export class StreamConsumer<P = unknown, Tx = unknown> extends EventEmitter<Stre
         const ctx = { signal: this.halt.signal, tx, group: this.group, member: this.member }
         for (const event of events) {
           failedOn = event
-          await this.handler(event, ctx)
+          // In a consumer span whose parent is the trace context the append put in the headers.
+          await inConsumerSpan({ queue: event.stream, id: event.id, headers: event.headers, attempt: 1 }, async () => this.handler(event, ctx))
           batch.processed = event.offset
         }
         failedOn = undefined
