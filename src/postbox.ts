@@ -435,6 +435,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
       {
         from: o.from ?? 'earliest',
         transactional: o.transactional ?? false,
+        concurrency: o.concurrency ?? 4,
         batchSize: o.batchSize ?? 100,
         sessionTimeoutMs,
         heartbeatMs: o.heartbeatInterval ?? Math.max(1, Math.floor(sessionTimeoutMs / 3)),

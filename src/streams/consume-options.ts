@@ -18,6 +18,12 @@ export interface ConsumeOptions {
    * a crash at most the uncommitted batch is delivered again.
    */
   transactional?: boolean
+  /**
+   * Partitions whose batches run at once, each in offset order; default 4. In transactional mode
+   * each holds a pool connection while it runs, so keep it at least 2 below the pool's size
+   * (heartbeats and reads need connections too).
+   */
+  concurrency?: number
   /** Events read per partition per round, and committed with one offset write; default 100. */
   batchSize?: number
   /** A member that has not heartbeat for this long is dead and its partitions move; default 10s. */
@@ -35,6 +41,7 @@ export interface ConsumeOptions {
 export const consumeOptionsSchema = z.strictObject({
   from: z.enum(['earliest', 'latest']).optional(),
   transactional: z.boolean().optional(),
+  concurrency: z.number().int().min(1).max(256).optional(),
   batchSize: z.number().int().min(1).max(10_000).optional(),
   sessionTimeout: positiveDurationMs.optional(),
   heartbeatInterval: positiveDurationMs.optional(),
@@ -47,6 +54,7 @@ export const consumeOptionsSchema = z.strictObject({
 export interface ConsumeSettings {
   from: 'earliest' | 'latest'
   transactional: boolean
+  concurrency: number
   batchSize: number
   sessionTimeoutMs: number
   heartbeatMs: number

@@ -211,7 +211,7 @@ export class StreamConsumer<P = unknown, Tx = unknown> extends EventEmitter<Stre
           if (!found) continue
         }
         idle = 0
-        this.round = Promise.all(batches.map((batch) => this.process(batch)))
+        this.round = this.processAll(batches)
         await this.round
         failures = 0
       } catch (error) {
@@ -233,6 +233,15 @@ export class StreamConsumer<P = unknown, Tx = unknown> extends EventEmitter<Stre
       list.push(eventFromRow<P>(this.stream, row))
     }
     return ready.filter((p) => byPartition.has(p.partition)).map((owned) => ({ owned, events: byPartition.get(owned.partition) as StreamEvent<P>[] }))
+  }
+
+  /** Processes the batches of a round, at most `concurrency` partitions at once. */
+  private async processAll(batches: { owned: OwnedPartition; events: StreamEvent<P>[] }[]): Promise<void> {
+    const queue = [...batches]
+    const lane = async () => {
+      for (let next = queue.shift(); next; next = queue.shift()) await this.process(next)
+    }
+    await Promise.all(Array.from({ length: Math.min(this.settings.concurrency, queue.length) }, lane))
   }
 
   /** Runs the handler over one partition's batch in offset order and commits its offset once. */
