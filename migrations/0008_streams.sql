@@ -161,11 +161,13 @@ END $$;
 -- is what Postgres's own hash partitioning uses, kept stable across versions).
 CREATE FUNCTION {{schema}}.key_partition(key text, partitions integer) RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT (((hashtextextended(key, 0) % partitions) + partitions) % partitions)::integer $$;
 
 -- The name of a stream's log table, and of one of its segments (identifiers made of numbers only).
 CREATE FUNCTION {{schema}}.stream_log_table(stream_id integer, segment bigint DEFAULT NULL) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT 'stream_events_' || stream_id || coalesce('_' || segment, '') $$;
 
 -- Creates a stream and its partitions. An existing stream is returned unchanged.
@@ -558,3 +560,5 @@ CROSS JOIN LATERAL (SELECT count(*) AS unstamped FROM {{schema}}.stream_inbox i
                     WHERE i.stream_id = s.id AND i.partition = p.partition) u
 LEFT JOIN {{schema}}.stream_offsets o ON o.stream_id = s.id AND o.partition = p.partition
 LEFT JOIN {{schema}}.stream_members m ON m.stream_id = s.id AND m.group_name = o.group_name AND m.member = o.owner;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {{schema}} FROM PUBLIC;

@@ -810,6 +810,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.key_partition(key text, partitions integer
  RETURNS integer
  LANGUAGE sql
  IMMUTABLE PARALLEL SAFE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ SELECT (((hashtextextended(key, 0) % partitions) + partitions) % partitions)::integer $function$;
 
 CREATE OR REPLACE FUNCTION {{schema}}.lock_queues(queues text[])
@@ -1688,6 +1689,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.stream_log_table(stream_id integer, segmen
  RETURNS text
  LANGUAGE sql
  IMMUTABLE PARALLEL SAFE
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$ SELECT 'stream_events_' || stream_id || coalesce('_' || segment, '') $function$;
 
 CREATE OR REPLACE FUNCTION {{schema}}.stream_rebalance(stream text, group_name text, member text, session_timeout interval, start_from text DEFAULT 'earliest'::text)
