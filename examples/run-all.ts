@@ -12,7 +12,7 @@ import { cliDatabase } from '../src/cli/database-url.js'
 import { checkExcerpts } from './support/doc-excerpts.js'
 import { checkDocSql } from './support/doc-sql.js'
 
-const EXAMPLES = ['outbox-kysely.ts', 'http-enqueue.ts', 'worker-sigterm.ts', 'sql-trigger.ts', 'topics.ts', 'observability.ts', 'flow-control.ts', 'schedules.ts']
+const EXAMPLES = ['outbox-kysely.ts', 'http-enqueue.ts', 'worker-sigterm.ts', 'sql-trigger.ts', 'topics.ts', 'observability.ts', 'flow-control.ts', 'schedules.ts', 'streams.ts']
 const TIMEOUT_MS = 60_000
 const here = dirname(fileURLToPath(import.meta.url))
 const root = join(here, '..')

@@ -130,3 +130,31 @@ export class UnroutableError extends PostboxError {
 export class InvalidScheduleError extends PostboxError {
   override name = 'InvalidScheduleError'
 }
+
+/** The stream does not exist. Create it with `createStream()` first. */
+export class StreamNotFoundError extends PostboxError {
+  override name = 'StreamNotFoundError'
+  constructor(readonly stream: string, message = `stream '${stream}' does not exist; create it with createStream()`) {
+    super(message)
+  }
+}
+
+/** A stream or consumer group name outside `^[a-z0-9][a-z0-9_.:-]{0,62}$`. */
+export class InvalidStreamNameError extends PostboxError {
+  override name = 'InvalidStreamNameError'
+}
+
+/** The consumer group does not exist on that stream; a group is created by its first `consume()`. */
+export class GroupNotFoundError extends PostboxError {
+  override name = 'GroupNotFoundError'
+}
+
+/**
+ * An offset commit was refused because the partition belongs to another member of the group now
+ * (or was moved by `seek`): this member was too slow to heartbeat, or the group was rebalanced.
+ * The commit's transaction rolls back, the handler's writes with it, and the new owner reads the
+ * events again from the last committed offset.
+ */
+export class StreamFencedError extends PostboxError {
+  override name = 'StreamFencedError'
+}

@@ -38,4 +38,14 @@ export {
   InvalidFilterError,
   UnroutableError,
   InvalidScheduleError,
+  StreamNotFoundError,
+  InvalidStreamNameError,
+  GroupNotFoundError,
+  StreamFencedError,
 } from './errors.js'
+export type { StreamEvent } from './streams/stream-event.js'
+export type { StreamInfo, StreamOptions, AppendOptions, AppendItem, ReadStreamOptions, SeekTo } from './streams/stream-options.js'
+export type { AppendResult } from './streams/appender.js'
+export type { StreamStats } from './streams/stream-stats.js'
+export { StreamConsumer, type StreamConsumerEvents } from './streams/stream-consumer.js'
+export type { ConsumeOptions, StreamContext, StreamHandler } from './streams/consume-options.js'

@@ -40,6 +40,25 @@ import { WorkerRegistry } from './worker/worker-registry.js'
 import { ScheduleAdmin } from './schedule/schedule-admin.js'
 import type { ScheduleInfo, ScheduleOptions } from './schedule/schedule-options.js'
 import { Scheduler, type SchedulerHandle } from './schedule/scheduler.js'
+import * as appender from './streams/appender.js'
+import { StreamAdmin } from './streams/stream-admin.js'
+import type { StreamEvent } from './streams/stream-event.js'
+import { readStream } from './streams/stream-reader.js'
+import {
+  appendBatchOptionsSchema,
+  appendOptionsSchema,
+  type AppendItem,
+  type AppendOptions,
+  type ReadStreamOptions,
+  type SeekTo,
+  type StreamInfo,
+  type StreamOptions,
+} from './streams/stream-options.js'
+import { pruneStreams, selectStreamStats } from './queries/streams-groups.js'
+import { streamStats, type StreamStats } from './streams/stream-stats.js'
+import { consumeOptionsSchema, type ConsumeOptions, type StreamHandler } from './streams/consume-options.js'
+import { StreamConsumer } from './streams/stream-consumer.js'
+import { assertStreamName } from './streams/stream-name.js'
 
 /** Events of a Postbox: the state of its LISTEN connection. */
 export interface PostboxEvents {
@@ -104,6 +123,8 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   private readonly ownedPool: pg.Pool | undefined
   private readonly queues: QueueAdmin
   private readonly bindings: BindingAdmin
+  private readonly streams: StreamAdmin
+  private readonly consumers = new Set<StreamConsumer<never, never>>()
   private readonly untrack: () => void
   private closing: Promise<void> | undefined
   private readonly closeSignal = new AbortController()
@@ -143,6 +164,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     }
     this.queues = new QueueAdmin(this.db, this.schema)
     this.bindings = new BindingAdmin(this.db, this.schema)
+    this.streams = new StreamAdmin(this.db, this.schema)
     this.sends = o.batchSends === false ? undefined : new SendCoalescer(this.db, this.schema, SEND_STATEMENTS_IN_FLIGHT)
     this.pollMs = o.pollInterval ?? 2_000
     const listenConnection = o.listenConnectionString ?? o.connectionString ?? poolConnectionString(o.pool)
@@ -157,7 +179,11 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     // count them only on a pg pool it knows the size of (not behind a Kysely instance).
     const handlerPoolSize = o.kysely ? null : this.ownedPool ? (o.poolSize ?? 10) : poolMax(o.pool)
     this.workers = new WorkerRegistry(workerDeps, handlerPoolSize, this.pollMs, () => this.notifier?.start())
-    this.telemetry = new PostboxMetrics({ queueStats: () => this.stats() })
+    this.telemetry = new PostboxMetrics({
+      queueStats: () => this.stats(),
+      streamLag: async () =>
+        (await this.streamStats()).flatMap((r) => (r.group === null || r.lag === null ? [] : [{ stream: r.stream, group: r.group, partition: r.partition, lag: r.lag }])),
+    })
     this.schedules = new ScheduleAdmin(this.db, this.schema)
     this.scheduler = new Scheduler(this.db, this.schema, this.logger)
     this.scheduleWithWorkers = o.scheduleWithWorkers ?? true
@@ -343,6 +369,136 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   }
 
   /**
+   * Creates a stream, a retained log that consumer groups read at their own offsets, if it does
+   * not exist; an existing stream is returned unchanged.
+   *
+   * @example
+   * await postbox.createStream('orders', { partitions: 4, retention: '7d' })
+   */
+  createStream(name: string, options?: StreamOptions): Promise<StreamInfo> {
+    return this.streams.create(name, options)
+  }
+
+  /** A stream's settings, or null when there is no such stream. */
+  getStream(name: string): Promise<StreamInfo | null> {
+    return this.streams.get(name)
+  }
+
+  /** Every stream's settings, by name. */
+  listStreams(): Promise<StreamInfo[]> {
+    return this.streams.list()
+  }
+
+  /** Deletes a stream with its events, groups and offsets; returns false when there was none. */
+  deleteStream(name: string): Promise<boolean> {
+    return this.streams.delete(name)
+  }
+
+  /**
+   * Appends an event to a stream. With `tx` it is written in your transaction and exists if and
+   * only if that transaction commits; without, it is committed at once. The key picks the
+   * partition (the same key, the same partition). The event gets its offset shortly after it
+   * commits, after every event that became visible before it.
+   *
+   * @example
+   * const { id, partition } = await postbox.append('orders', { orderId: 42 }, { key: 'customer:7', tx })
+   */
+  async append(stream: string, payload: unknown, options?: AppendOptions): Promise<appender.AppendResult> {
+    const { tx, ...rest } = parseOptions(appendOptionsSchema, options, 'append options')
+    return appender.append(this.executor(tx), this.schema, stream, payload, rest)
+  }
+
+  /** Appends many events in one statement; an item is a payload or `{ payload, key?, headers? }`. */
+  async appendBatch(stream: string, items: readonly (unknown | AppendItem)[], options?: { tx?: TransactionLike }): Promise<appender.AppendResult[]> {
+    const { tx } = parseOptions(appendBatchOptionsSchema, options, 'appendBatch options')
+    return appender.appendBatch(this.executor(tx), this.schema, stream, items)
+  }
+
+  /**
+   * Reads one partition of a stream after an offset, without a group: ad-hoc replay.
+   *
+   * @example
+   * const events = await postbox.readStream('orders', { partition: 0, after: '41', limit: 100 })
+   */
+  readStream<P = unknown>(stream: string, options?: ReadStreamOptions): Promise<StreamEvent<P>[]> {
+    return readStream<P>(this.db, this.schema, stream, options)
+  }
+
+  /**
+   * Moves a group's committed offsets: to the earliest retained event, past the newest, to the
+   * first event stamped at or after a time, or, for one partition, to just before an offset.
+   * Members reading meanwhile are fenced and continue from there. Returns the partitions moved.
+   *
+   * @example
+   * await postbox.seek('orders', 'billing', 'earliest')   // replay everything retained
+   */
+  seek(stream: string, group: string, to: SeekTo): Promise<number> {
+    return this.streams.seek(stream, group, to)
+  }
+
+  /**
+   * Reads a stream as a member of a consumer group. Every group gets every event; within a group
+   * each partition is read by one member at a time, in offset order, and members share the
+   * partitions by themselves as they join, stop or die (after `sessionTimeout`, default 10s). The
+   * offset is committed once per batch, fenced: a member that lost a partition cannot commit for
+   * it. With `transactional: true` the handler gets `ctx.tx`, and its writes commit with the
+   * offset or not at all; each partition's batch then holds a pool connection while it runs.
+   *
+   * @example
+   * const consumer = postbox.consume('orders', 'billing', async (event, ctx) => {
+   *   await ctx.tx.query('INSERT INTO invoices (order_id) VALUES ($1)', [event.payload.orderId])
+   * }, { from: 'earliest', transactional: true })
+   * await consumer.stop()
+   */
+  consume<P = unknown, Tx = PgClient>(stream: string, group: string, handler: StreamHandler<P, Tx>, options?: ConsumeOptions): StreamConsumer<P, Tx> {
+    if (this.closing) throw new InvalidOptionsError('this Postbox is closed')
+    assertStreamName(stream)
+    assertStreamName(group, 'group')
+    if (typeof handler !== 'function') throw new InvalidOptionsError('consume needs a handler function')
+    const o = parseOptions(consumeOptionsSchema, options, 'consume options')
+    const sessionTimeoutMs = o.sessionTimeout ?? 10_000
+    const consumer = new StreamConsumer<P, Tx>(
+      { db: this.db, schema: this.schema, wakeUps: this.wakeUps, logger: this.logger },
+      stream,
+      group,
+      handler,
+      {
+        from: o.from ?? 'earliest',
+        transactional: o.transactional ?? false,
+        concurrency: o.concurrency ?? 4,
+        batchSize: o.batchSize ?? 100,
+        sessionTimeoutMs,
+        heartbeatMs: o.heartbeatInterval ?? Math.max(1, Math.floor(sessionTimeoutMs / 3)),
+        pollMs: o.pollInterval ?? this.pollMs,
+        retryDelayMs: o.retryDelay ?? 1_000,
+        memberId: o.memberId ?? randomUUID(),
+      },
+    )
+    const tracked = consumer as unknown as StreamConsumer<never, never>
+    this.consumers.add(tracked)
+    consumer.once('stopped', () => this.consumers.delete(tracked))
+    this.notifier?.start()
+    consumer.start()
+    return consumer
+  }
+
+  /**
+   * Head, committed offset and lag per stream, group and partition (the `stream_stats` view).
+   */
+  async streamStats(stream?: string): Promise<StreamStats[]> {
+    return (await selectStreamStats(this.db, this.schema, stream === undefined ? null : stream)).map(streamStats)
+  }
+
+  /**
+   * Applies streams' retention: drops every segment of events older than its stream's retention,
+   * whole (no row-by-row delete). Running consumers call it about once a minute; returns how many
+   * segments it dropped. `now` stands in for the database clock (tests).
+   */
+  pruneStreams(options?: { now?: Date }): Promise<number> {
+    return pruneStreams(this.db, this.schema, options?.now ?? null)
+  }
+
+  /**
    * Claims up to `max` ready messages under a lease (visibility timeout). With `wait`, a long
    * poll: returns as soon as a message is available, or empty after `wait`.
    */
@@ -458,6 +614,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
       this.closeSignal.abort()
       await this.workers.stopAll()
       await this.scheduler.close()
+      await Promise.all([...this.consumers].map((consumer) => consumer.stop()))
       await this.sends?.drain() // sends made before close() are written, not cut off
       await this.wakeUps.close().catch(() => {})
       await this.notifier?.stop()

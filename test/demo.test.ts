@@ -3,12 +3,12 @@ import { describe, expect, inject, it } from 'vitest'
 import { runDemo } from '../src/cli/demo.js'
 
 describe('the demo (npm run demo)', () => {
-  it('runs the four scenarios, and its summary counts what happened', async () => {
+  it('runs the five scenarios, and its summary counts what happened', async () => {
     const url = inject('databaseUrl')
     const lines: string[] = []
     const report = await runDemo(url, { say: (line) => lines.push(line) })
     expect(report.interrupted).toBe(false)
-    const [signup, orders, scraping, events] = report.results
+    const [signup, orders, scraping, events, stream] = report.results
 
     // Sign-up: five committed sign-ups, five emails; the rolled-back one sent nothing.
     expect(signup).toMatchObject({ scenario: 'sign-up welcome email', sent: 5, handled: 5, retried: 0, deadLettered: 0 })
@@ -37,9 +37,15 @@ describe('the demo (npm run demo)', () => {
     expect(events?.note).toContain('1 unroutable, counted')
     expect(lines).toContain('  shop          published invoice.us.paid (order 102, invoice, ship) -> no subscriber')
 
+    // Order stream: six events read by analytics once and by billing twice (replayed after its fix).
+    expect(stream).toMatchObject({ scenario: 'order stream (replay)', sent: 6, handled: 18, retried: 0, deadLettered: 0 })
+    expect(stream?.byQueue['analytics']).toMatchObject({ completed: 6 })
+    expect(stream?.byQueue['billing']).toMatchObject({ completed: 12 })
+    expect(stream?.note).toContain('90.00 EUR invoiced')
+
     // The summary table prints those counts; the operator SQL ran and shows the dead letter.
     expect(lines).toContainEqual(expect.stringMatching(/^ order processing +\| +15 \| +14 \| +3 \| +1 \|/))
-    expect(lines).toContainEqual(expect.stringMatching(/^ total +\| +1031 \| +1030 \| +3 \| +1 \|/))
+    expect(lines).toContainEqual(expect.stringMatching(/^ total +\| +1037 \| +1048 \| +3 \| +1 \|/))
     expect(lines).toContain(`SELECT * FROM ${report.schema}.queue_stats;`)
     expect(lines).toContainEqual(expect.stringMatching(/^ screen-fraud +\| order\.\*\.placed +\| \{"payment": \["card", "wallet"\]\}/))
     expect(lines).toContainEqual(expect.stringMatching(/^ fraud-check +\|/))

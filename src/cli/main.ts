@@ -14,12 +14,13 @@ import { registerRoles } from './commands/roles.js'
 import { registerSchedules } from './commands/schedules.js'
 import { registerSend } from './commands/send.js'
 import { registerStats } from './commands/stats.js'
+import { registerStreams } from './commands/streams.js'
 
 // Each command lives in commands/<name>.ts and registers itself here; a new one is a new file
 // and one line below.
 const COMMANDS = [
   registerMigrate, registerQueues, registerStats, registerPeek, registerSend, registerRedrive, registerPurge,
-  registerBindings, registerPause, registerDashboard, registerDemo, registerRoles, registerSchedules,
+  registerBindings, registerPause, registerDashboard, registerDemo, registerRoles, registerSchedules, registerStreams,
 ]
 
 const program = new Command('postbox')

@@ -17,12 +17,13 @@ import { metricsRoutes } from './sections/metrics.js'
 import { overviewRoutes } from './sections/overview.js'
 import { queuePageRoutes } from './sections/queue-page.js'
 import { scheduleRoutes } from './sections/schedules.js'
+import { streamRoutes } from './sections/streams.js'
 import { StatsSampler } from './stats-sampler.js'
 
 // Each domain's pages and API live in sections/<name>.ts as a list of routes; a new section
 // (bindings, streams, schedules) is a new file and one entry here.
 const ROUTES: readonly Route[] = [
-  ...assetRoutes, ...loginRoutes, ...overviewRoutes, ...queuePageRoutes, ...deadLetterRoutes, ...bindingRoutes, ...scheduleRoutes, ...metricsRoutes,
+  ...assetRoutes, ...loginRoutes, ...overviewRoutes, ...queuePageRoutes, ...deadLetterRoutes, ...bindingRoutes, ...scheduleRoutes, ...streamRoutes, ...metricsRoutes,
 ]
 
 /** Options of {@link createDashboard}. */

@@ -5,7 +5,7 @@ import type { Html } from './html.js'
 import type { StatsSampler } from './stats-sampler.js'
 
 /** What the dashboard uses of a Postbox. */
-export type DashboardPostbox = Pick<Postbox, 'schema' | 'stats' | 'activity' | 'listQueues' | 'peek' | 'redrive' | 'metrics' | 'listBindings' | 'unroutedStats' | 'listSchedules'>
+export type DashboardPostbox = Pick<Postbox, 'schema' | 'stats' | 'activity' | 'listQueues' | 'peek' | 'redrive' | 'metrics' | 'listBindings' | 'unroutedStats' | 'listSchedules' | 'listStreams' | 'streamStats'>
 
 /** What every route can use. */
 export interface DashboardContext {

@@ -1,4 +1,8 @@
 import {
+  GroupNotFoundError,
+  InvalidStreamNameError,
+  StreamFencedError,
+  StreamNotFoundError,
   InvalidFilterError,
   InvalidOptionsError,
   InvalidPatternError,
@@ -51,6 +55,14 @@ export function typedError(error: unknown): unknown {
       return e.constraint === 'messages_rate_key_valid'
         ? new InvalidOptionsError('a rate key (the postbox-rate-key header) must be 1 to 512 bytes; nothing was sent')
         : error
+    case 'PBS01':
+      return new StreamNotFoundError(QUOTED_NAME.exec(e.message)?.[1] ?? '', message)
+    case 'PBS02':
+      return new InvalidStreamNameError(message)
+    case 'PBS03':
+      return new GroupNotFoundError(message)
+    case 'PBS04':
+      return new StreamFencedError(message)
     case '22P05': // untranslatable character, such as \u0000 in a JSON string
       return new InvalidPayloadError(`payload cannot be stored as JSON: ${e.message}`)
     default:

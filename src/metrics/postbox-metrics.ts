@@ -16,10 +16,7 @@ export interface StreamLagSample {
 export interface MetricsSources {
   /** Counts per queue (the `queue_stats` view). */
   queueStats(): Promise<QueueStats[]>
-  /**
-   * Lag per stream, group and partition. Streams do not exist yet: when they do, their module
-   * provides this, and `postbox_stream_lag` gets its values; until then the gauge is empty.
-   */
+  /** Lag per stream, group and partition (the `stream_stats` view), for `postbox_stream_lag`. */
   streamLag?(): Promise<StreamLagSample[]>
 }
 

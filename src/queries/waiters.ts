@@ -7,8 +7,12 @@ import { statement } from './messages.js'
  * the next sender NOTIFYs, and tells in the same statement whether senders have settled on
  * `queues` (see {@link sendersSettled}). A row a sender is marking notified right now is skipped
  * rather than waited for: that sender notifies at its commit, or rolls back and leaves the row as
- * it was (and holds its queue's lock meanwhile, so this reports not settled). Rows of listeners
- * that died are cleared on the way.
+ * it was (and holds its queue's lock meanwhile, so this reports not settled). Rows of other
+ * listeners that died are cleared on the way, also skipping locked ones. Nothing here waits for a
+ * sender's transaction: a sender that woke us and stays open (an outbox transaction, an append
+ * held open) holds a lock on our row until it ends, and an insert that met the row in the unique
+ * index (ON CONFLICT) or a delete of it would wait that long; so the insert is only for rows this
+ * statement does not see at all.
  *
  * One statement, not two: the exclusive try-lock is held until the registration commits, and a
  * sender takes its shared lock in a statement before the one that reads the waiters, so a sender
@@ -26,7 +30,11 @@ export async function registerWaiter(
 ): Promise<boolean> {
   const { rows } = await db.query<{ settled: boolean | null }>(
     `WITH expired AS (
-       DELETE FROM ${s.sql}.waiters WHERE queue = ANY ($1) AND expires_at < now() - interval '1 minute'
+       DELETE FROM ${s.sql}.waiters w
+       USING (SELECT queue, listener FROM ${s.sql}.waiters
+              WHERE queue = ANY ($1) AND listener <> $2 AND expires_at < now() - interval '1 minute'
+              FOR UPDATE SKIP LOCKED) dead
+       WHERE w.queue = dead.queue AND w.listener = dead.listener
      ), mine AS (
        SELECT queue FROM ${s.sql}.waiters WHERE queue = ANY ($1) AND listener = $2 FOR UPDATE SKIP LOCKED
      ), renewed AS (
@@ -35,6 +43,7 @@ export async function registerWaiter(
      ), inserted AS (
        INSERT INTO ${s.sql}.waiters (queue, listener, expires_at)
        SELECT q, $2, now() + $3 * interval '1 millisecond' FROM unnest($1::text[]) q
+       WHERE NOT EXISTS (SELECT 1 FROM ${s.sql}.waiters w WHERE w.queue = q AND w.listener = $2)
        ON CONFLICT (queue, listener) DO NOTHING
      )
      SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled FROM unnest($4::text[]) q`,

@@ -10,10 +10,11 @@ const TRACER_NAME = 'postbox'
  * registered; otherwise calls it directly, at the cost of one check. The span's parent is the
  * trace context the message carries in its headers (put there by `send` inside the sender's
  * span), so a trace follows a message from producer to handler. It is named `process <queue>`
- * and carries the messaging attributes of the OpenTelemetry semantic conventions; a handler
- * error is recorded on it and sets its status to ERROR.
+ * (for a stream event, `process <stream>`, attempt 1) and carries the messaging attributes of
+ * the OpenTelemetry semantic conventions; a handler error is recorded on it and sets its status
+ * to ERROR.
  */
-export function inConsumerSpan<T>(message: Message<unknown>, handle: () => Promise<T>): Promise<T> {
+export function inConsumerSpan<T>(message: Pick<Message<unknown>, 'queue' | 'id' | 'headers' | 'attempt'>, handle: () => Promise<T>): Promise<T> {
   if (!tracerProviderRegistered()) return handle()
   const parent = propagation.extract(ROOT_CONTEXT, message.headers)
   const span = trace.getTracer(TRACER_NAME).startSpan(

@@ -1,5 +1,6 @@
 import { orderEventsScenario } from './order-events.js'
 import { ordersScenario } from './orders.js'
+import { orderStreamScenario } from './order-stream.js'
 import type { DemoContext, ScenarioResult } from './scenario.js'
 import { scrapingScenario } from './scraping.js'
 import { signupScenario } from './signup.js'
@@ -10,6 +11,7 @@ export const SCENARIOS: readonly { title: string; run: (ctx: DemoContext) => Pro
   { title: '2. Order processing', run: ordersScenario },
   { title: '3. Web scraping fleet', run: scrapingScenario },
   { title: '4. Order events, published once to every subscriber', run: orderEventsScenario },
+  { title: '5. One stream, two consumer groups, one replayed after a fix', run: orderStreamScenario },
 ]
 
 /**

@@ -6,6 +6,8 @@ import { html, type Html } from '../html.js'
 import { href, page, queueHref } from '../page.js'
 import { chartSpanMs, queueHistory, readOverview, type Overview } from '../queue-overview.js'
 import { htmlResponse, jsonResponse, type DashboardContext, type Route } from '../routes.js'
+import type { GroupSummary } from '../../streams/group-summary.js'
+import { readStreams, streamsTable } from './streams.js'
 
 /** The queue's limits, when it has any, as a small note after its name. */
 function flowNote(q: Overview['queues'][number]): Html | string {
@@ -45,7 +47,7 @@ function deadLetterSummary(ctx: DashboardContext, overview: Overview): Html {
 }
 
 /** The part of the overview that refreshes by itself. */
-function overviewFragment(ctx: DashboardContext, overview: Overview): Html {
+function overviewFragment(ctx: DashboardContext, overview: Overview, streams: readonly GroupSummary[]): Html {
   const r = overview.rates
   const window = r.windowMs > 0 ? `over the last ${Math.round(r.windowMs / 1000)} s` : 'measuring (needs two samples)'
   return html`<p class="rates">
@@ -57,24 +59,27 @@ function overviewFragment(ctx: DashboardContext, overview: Overview): Html {
     <h2>Queues</h2>
     ${queuesTable(ctx, overview)}
     <h2>Dead letters</h2>
-    ${deadLetterSummary(ctx, overview)}`
+    ${deadLetterSummary(ctx, overview)}
+    <h2>Streams</h2>
+    ${streamsTable(streams)}`
 }
 
-/** `/`, its refreshing fragment, and `/api/queues`. */
+/** `/` (queues, dead letters, streams), its refreshing fragment, and `/api/queues`. */
 export const overviewRoutes: Route[] = [
   {
     method: 'GET',
     pattern: '/',
     async handle(_request, ctx) {
-      const overview = await readOverview(ctx)
-      return htmlResponse(page(ctx, 'queues', html`<section data-refresh="${href(ctx, '/fragments/overview')}">${overviewFragment(ctx, overview)}</section>`))
+      const [overview, streams] = await Promise.all([readOverview(ctx), readStreams(ctx)])
+      return htmlResponse(page(ctx, 'queues', html`<section data-refresh="${href(ctx, '/fragments/overview')}">${overviewFragment(ctx, overview, streams)}</section>`))
     },
   },
   {
     method: 'GET',
     pattern: '/fragments/overview',
     async handle(_request, ctx) {
-      return htmlResponse(overviewFragment(ctx, await readOverview(ctx)))
+      const [overview, streams] = await Promise.all([readOverview(ctx), readStreams(ctx)])
+      return htmlResponse(overviewFragment(ctx, overview, streams))
     },
   },
   {
