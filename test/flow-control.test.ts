@@ -130,7 +130,7 @@ describe('maxInFlight', { timeout: 180_000 }, () => {
     expect(spans.maxConcurrent).toBeLessThanOrEqual(4)
     expect(spans.maxConcurrent).toBeGreaterThan(1) // it did run concurrently
     expect(claims!.pids).toBeGreaterThan(1)
-  })
+  }, 180_000)
 
   it("a crashed consumer's slot comes back when its lease ends, not before", async () => {
     await createFlowLedgers(t.pool, t.schema)
@@ -165,7 +165,7 @@ describe('maxInFlight', { timeout: 180_000 }, () => {
     await t.postbox.ack(got!)
     expect(await t.postbox.receive('one-slot', { max: 2 })).toHaveLength(1)
     await t.postbox.purgeQueue('one-slot')
-  })
+  }, 180_000)
 })
 
 describe('rate limits', { timeout: 180_000 }, () => {
@@ -195,7 +195,7 @@ describe('rate limits', { timeout: 180_000 }, () => {
     expect(perKey).toBeLessThanOrEqual(2)
     expect(perKey).toBe(2) // the limit was reached, so it was what held
     expect(perQueue).toBeLessThanOrEqual(30)
-  })
+  }, 180_000)
 
   it('1,000 keys at 2/s under a busy worker: no key over its limit in any second', async () => {
     // Many keys per claim, claims that wait for each other's key locks (so their transactions'
@@ -209,22 +209,20 @@ describe('rate limits', { timeout: 180_000 }, () => {
     )
     const worker = t.postbox.work('many-keys', () => {}, { concurrency: 50 })
     try {
-      await waitFor('claims over three seconds', async () => {
-        const [row] = await t.sql<{ span: number }>(
-          `SELECT extract(epoch FROM max(claimed_at) - min(claimed_at))::float8 AS span FROM "${t.schema}".claim_ledger WHERE queue = 'many-keys'`,
-        )
-        return (row?.span ?? 0) >= 3
-      }, { timeoutMs: 60_000, intervalMs: 100 })
+      // 3,000 claims: each key claimed 3 times on average, so keys did meet their limit.
+      await waitFor('3,000 claims', async () => {
+        const [row] = await t.sql<{ n: number }>(`SELECT count(*)::int AS n FROM "${t.schema}".claim_ledger WHERE queue = 'many-keys'`)
+        return (row?.n ?? 0) >= 3000
+      }, { timeoutMs: 100_000, intervalMs: 100 })
     } finally {
       await worker.stop()
     }
     const perKey = await maxClaimsInWindow(t.pool, t.schema, 'many-keys', 1000, true)
     const [claims] = await t.sql<{ n: number }>(`SELECT count(*)::int AS n FROM "${t.schema}".claim_ledger WHERE queue = 'many-keys'`)
     console.log(`1,000 keys at 2/s: ${JSON.stringify({ perKey, claims: claims!.n })}`)
-    expect(claims!.n).toBeGreaterThan(2000)
     expect(perKey).toBe(2)
     await t.postbox.purgeQueue('many-keys')
-  })
+  }, 120_000)
 
   it('a throttled key waits unclaimed: its messages are never claimed and given back', async () => {
     await createFlowLedgers(t.pool, t.schema)
