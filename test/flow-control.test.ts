@@ -107,6 +107,28 @@ describe('limits: options and bad input', () => {
 
 // These start worker processes: seconds each on a loaded machine, and waits of up to 90 s.
 describe('maxInFlight', { timeout: 180_000 }, () => {
+  it('an ack frees a slot and wakes a consumer that went idle at the cap', async () => {
+    await t.postbox.createQueue('capped-wake', { maxInFlight: 1 })
+    const [first, second] = await t.postbox.sendBatch('capped-wake', [{ n: 1 }, { n: 2 }])
+    const [held] = await t.postbox.receive('capped-wake', { visibilityTimeout: '1h' }) // takes the one slot
+    expect(held?.id).toBe(first)
+    // A worker that polls once an hour: only a notification can wake it in time.
+    const postbox = t.newPostbox({ pollInterval: '1h' })
+    const handled: string[] = []
+    const worker = postbox.work('capped-wake', async (m) => void handled.push(m.id))
+    try {
+      await postbox.listen()
+      // It found the second message held back by the cap, and now waits.
+      await waitFor('the worker to wait', async () => (await t.sql(`SELECT 1 FROM "${t.schema}".waiters WHERE queue = 'capped-wake'`)).length > 0)
+      expect(handled).toEqual([])
+      await t.postbox.ack(held!)
+      await waitFor('the second message handled after the ack', () => handled.includes(second!), { timeoutMs: 20_000 })
+    } finally {
+      await worker.stop()
+      await postbox.close()
+    }
+  })
+
   it('three worker processes never hold more than maxInFlight at once', async () => {
     await createFlowLedgers(t.pool, t.schema)
     await t.postbox.createQueue('capped', { maxInFlight: 4 })

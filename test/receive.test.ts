@@ -87,9 +87,9 @@ describe('visibility timeout', () => {
   it('an unacked message comes back after its lease with attempt 2, and the stale ack is refused', async () => {
     await t.postbox.createQueue('r-vt')
     const { id } = await t.postbox.send('r-vt', 'work')
-    const [first] = await t.postbox.receive('r-vt', { visibilityTimeout: 200 })
+    const [first] = await t.postbox.receive('r-vt', { visibilityTimeout: 2_000 })
     expect(first).toMatchObject({ id, attempt: 1 })
-    // Invisible while leased.
+    // Invisible while leased (2 s: long enough that a loaded machine still looks within it).
     expect(await t.postbox.receive('r-vt')).toEqual([])
     const second = await receiveWhenReady('r-vt', { visibilityTimeout: '1m' })
     expect(second).toMatchObject({ id, attempt: 2 })

@@ -1,7 +1,7 @@
 import type { Executor } from '../db/executor.js'
 import type { SchemaName } from '../schema-name.js'
 
-// Pause and resume (migrations/0007_flow_control.sql); the limits are set with the queue's
+// Pause and resume (migrations/0008_flow_control.sql); the limits are set with the queue's
 // settings (queries/queues.ts, setFlowLimits).
 
 /** Pauses a queue: sends are accepted, nothing is claimed. Returns false when it was paused already. */

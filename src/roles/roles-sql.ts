@@ -42,7 +42,7 @@ export const PRODUCER_FUNCTIONS = [
   // publish (migrations/0006_topics.sql)
   'publish', 'publish_message', 'publish_batch', 'matching_queues', 'routing_key_problem', 'lock_queues', 'deliver',
   'raise_publish_problem', 'raise_payload_limit', 'raise_unrouted_option', 'unroutable', 'count_unrouted',
-  // the dedupe window, and firing schedules (migrations/0007_schedules.sql): firing is sending
+  // the dedupe window, and firing schedules (migrations/0009_schedules.sql): firing is sending
   'take_dedupe_window', 'prune_dedupe_windows', 'fire_schedule',
 ] as const
 
@@ -50,8 +50,8 @@ export const PRODUCER_FUNCTIONS = [
 export const CONSUMER_FUNCTIONS = [
   'receive', 'claim', 'claim_groups', 'ack', 'nack', 'extend', 'release', 'dead_letter', 'retry_delay', 'require_queue', 'assert_queue_name',
   'wake_key',
-  // flow control (migrations/0007_flow_control.sql)
-  'flow_gate', 'flow_take', 'rate_windows_record', 'rate_window_room',
+  // flow control (migrations/0008_flow_control.sql); ack wakes the consumers of a capped queue (0011)
+  'flow_gate', 'flow_take', 'rate_windows_record', 'rate_window_room', 'wake',
 ] as const
 
 const ident = (name: string) => `"${name}"` // names are validated: plain lower-case identifiers
