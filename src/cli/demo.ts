@@ -28,7 +28,7 @@ export interface DemoReport {
 
 /**
  * The demo: on an embedded Postgres (or `url`/`DATABASE_URL`, in a schema of its own that is
- * dropped at the end), migrates, runs the four scenarios with live progress, prints the summary
+ * dropped at the end), migrates, runs the five scenarios with live progress, prints the summary
  * table and the SQL an operator would run with its output. Ctrl-C stops the workers, closes
  * everything and stops the embedded Postgres; the exit code is then 130.
  *
