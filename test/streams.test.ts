@@ -57,6 +57,26 @@ describe('append and readStream', () => {
     expect((await t.postbox.readStream('payloads', { after: '1', limit: 1 })).map((e) => e.offset)).toEqual(['2'])
   })
 
+  it('readStream sees an event committed before the call while another reader holds the stamp round', async () => {
+    await t.postbox.createStream('own-round')
+    const [stream] = await t.sql<{ id: string }>(`SELECT id::text FROM ${s()}.streams WHERE name = 'own-round'`)
+    // Another reader's round, held open: the stamp try-lock of this stream.
+    const holder = await t.pool.connect()
+    try {
+      await holder.query('BEGIN')
+      await holder.query(`SELECT pg_advisory_xact_lock(hashtextextended('postbox.stamp:' || $1 || ':' || $2, 0))`, [t.schema, stream!.id])
+      await t.postbox.append('own-round', { n: 1 }) // committed
+      const reading = t.postbox.readStream('own-round')
+      // Nothing to await here: give it time to find the round held, so that it must wait rather than skip it.
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      await holder.query('COMMIT')
+      expect((await reading).map((e) => e.payload)).toEqual([{ n: 1 }])
+    } finally {
+      await holder.query('ROLLBACK').catch(() => {})
+      holder.release()
+    }
+  })
+
   it('sends the same key to the same partition, always, and spreads events without a key', async () => {
     await t.postbox.createStream('keys', { partitions: 8 })
     const first = await t.postbox.appendBatch('keys', Array.from({ length: 50 }, (_, i) => ({ payload: i, key: `customer:${i % 10}` })))

@@ -1,3 +1,4 @@
+import { sleep } from '../background-loop.js'
 import type { Executor } from '../db/executor.js'
 import * as q from '../queries/streams.js'
 import type { SchemaName } from '../schema-name.js'
@@ -19,11 +20,36 @@ export async function stamp(db: Executor, s: SchemaName, stream: string): Promis
   }
 }
 
-/** Reads one partition after an offset, without a group (ad-hoc replay); stamps first. */
+/** How long readStream waits for another reader's stamp round before it reads what is stamped. */
+const OWN_ROUND_WAIT_MS = 5_000
+
+/**
+ * Stamps like {@link stamp}, but when another reader holds the stream's round, waits for it to
+ * end and runs a round of its own: a round sees everything committed before its lock, so an
+ * event appended and committed before this call is stamped when it returns (read your writes).
+ * Group members need not wait: the holder's round wakes them.
+ */
+async function stampOwnRound(db: Executor, s: SchemaName, stream: string): Promise<void> {
+  const deadline = Date.now() + OWN_ROUND_WAIT_MS
+  for (;;) {
+    const stamped = await q.stampStream(db, s, stream)
+    if (stamped !== null) {
+      if (stamped >= 5000) await stamp(db, s, stream)
+      return
+    }
+    if (Date.now() > deadline) return
+    await sleep(5)
+  }
+}
+
+/**
+ * Reads one partition after an offset, without a group (ad-hoc replay). It stamps first, with a
+ * round of its own, so it sees every event whose append committed before the call.
+ */
 export async function readStream<P>(db: Executor, s: SchemaName, stream: string, options?: ReadStreamOptions): Promise<StreamEvent<P>[]> {
   assertStreamName(stream)
   const o = parseOptions(readStreamOptionsSchema, options, 'readStream options')
-  await stamp(db, s, stream)
+  await stampOwnRound(db, s, stream)
   const rows = await q.selectEvents(db, s, stream, o.partition ?? 0, o.after ?? '0', o.limit ?? 100)
   return rows.map((row) => eventFromRow<P>(stream, row))
 }
