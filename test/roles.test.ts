@@ -290,6 +290,34 @@ describe('consumer', () => {
   })
 })
 
+describe('streams', () => {
+  it('admin creates a stream, the producer appends, a consumer group reads and commits; neither does the other\'s part', async () => {
+    const admin = postboxAs(roles.admin)
+    const producer = postboxAs(roles.producer)
+    const consumer = postboxAs(roles.consumer)
+    try {
+      await admin.createStream('role-events', { partitions: 2 }) // makes the log's table: as the owner (0012)
+      await producer.appendBatch('role-events', [1, 2, 3].map((n) => ({ payload: { n }, key: `k${n}` })))
+      expect((await asRole(roles.producer, `SELECT ${s}.append('role-events', '{"n":4}')`)).rows).toHaveLength(1)
+      expect(await asRole(roles.producer, `SELECT count(*) FROM ${s}.stream_events`)).toEqual({ code: DENIED })
+      expect(await asRole(roles.producer, `SELECT ${s}.stamp_stream('role-events')`)).toEqual({ code: DENIED })
+      expect(await asRole(roles.consumer, `SELECT ${s}.append('role-events', '{"n":5}')`)).toEqual({ code: DENIED })
+      expect(await asRole(roles.consumer, `SELECT ${s}.create_stream('role-other')`)).toEqual({ code: DENIED })
+
+      const seen: unknown[] = []
+      const group = consumer.consume<{ n: number }>('role-events', 'role-group', (event) => void seen.push(event.payload.n))
+      await vi.waitFor(() => expect(seen).toHaveLength(4), { timeout: 20_000, interval: 50 })
+      await group.stop()
+      expect(seen.sort()).toEqual([1, 2, 3, 4])
+      const lag = (await consumer.streamStats('role-events')).filter((r) => r.group === 'role-group')
+      expect(lag.map((r) => r.lag)).toEqual([0, 0]) // offsets committed as the consumer role
+      expect(await admin.deleteStream('role-events')).toBe(true)
+    } finally {
+      await Promise.all([admin.close(), producer.close(), consumer.close()])
+    }
+  })
+})
+
 describe('admin', () => {
   it('manages queues and does everything an application does, but cannot rewrite the migration record', async () => {
     const admin = postboxAs(roles.admin)

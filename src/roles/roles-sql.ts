@@ -44,6 +44,8 @@ export const PRODUCER_FUNCTIONS = [
   'raise_publish_problem', 'raise_payload_limit', 'raise_unrouted_option', 'unroutable', 'count_unrouted',
   // the dedupe window, and firing schedules (migrations/0009_schedules.sql): firing is sending
   'take_dedupe_window', 'prune_dedupe_windows', 'fire_schedule',
+  // appending to streams (migrations/0010_streams.sql)
+  'append', 'append_events', 'require_stream', 'assert_stream_name', 'key_partition',
 ] as const
 
 /** Functions the consumer may execute, by name (any signature), with the helpers they call. */
@@ -52,6 +54,9 @@ export const CONSUMER_FUNCTIONS = [
   'wake_key',
   // flow control (migrations/0008_flow_control.sql); ack wakes the consumers of a capped queue (0011)
   'flow_gate', 'flow_take', 'rate_windows_record', 'rate_window_room', 'wake',
+  // reading streams in consumer groups (0010; the stamp round and pruning run as the owner: 0012)
+  'require_stream', 'assert_stream_name', 'stamp_stream', 'ensure_stream_group', 'stream_rebalance', 'stream_release', 'stream_commit',
+  'prune_streams',
 ] as const
 
 const ident = (name: string) => `"${name}"` // names are validated: plain lower-case identifiers
@@ -124,6 +129,10 @@ GRANT SELECT, UPDATE (notified) ON ${s}.waiters TO ${ident(r.producer)};
 -- with scheduleWithWorkers) needs this role or admin; it reads schedules, moves their next tick
 -- and records the ticks fired, but cannot make, change or delete schedules.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ${s}.dedupe_windows TO ${ident(r.producer)};
+-- Streams: an append is an insert into the inbox (the stamp round, run by readers as the owner,
+-- moves it into the log); the producer reads stream settings, never the log.
+GRANT SELECT ON ${s}.streams, ${s}.stream_partitions TO ${ident(r.producer)};
+GRANT INSERT, SELECT (id, partition) ON ${s}.stream_inbox TO ${ident(r.producer)};
 GRANT SELECT, UPDATE (next_fire_at, last_fire_at) ON ${s}.schedules TO ${ident(r.producer)};
 GRANT SELECT, INSERT, UPDATE (message_id), DELETE ON ${s}.schedule_fires TO ${ident(r.producer)};
 ${grantFunctions(schema, PRODUCER_FUNCTIONS, r.producer)}
@@ -139,6 +148,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ${s}.waiters, ${s}.group_leases TO ${ide
 -- privilege; only updated_at, which the consumer never writes) and keeps the rate windows and slots.
 GRANT SELECT, UPDATE (updated_at) ON ${s}.queue_flow TO ${ident(r.consumer)};
 GRANT SELECT, INSERT, UPDATE, DELETE ON ${s}.rate_windows, ${s}.flight_slots TO ${ident(r.consumer)};
+-- Streams: consumer groups read the log, keep their membership and commit their offsets; the
+-- stamp round and retention's pruning run as the owner (SECURITY DEFINER, migration 0012).
+GRANT SELECT ON ${s}.streams, ${s}.stream_partitions, ${s}.stream_events, ${s}.stream_stats TO ${ident(r.consumer)};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ${s}.stream_groups, ${s}.stream_members, ${s}.stream_offsets TO ${ident(r.consumer)};
 ${grantFunctions(schema, CONSUMER_FUNCTIONS, r.consumer)}
 
 -- Admin: every table and function of the schema, but not the migration record (migrations run
