@@ -200,9 +200,12 @@ export class ClaimLoop<P> {
           // The claim emptied the queue: let a trickle gather for the next one (claimLinger).
           if (!this.backlog && this.o.settings.claimLingerMs > 0) await sleep(this.o.settings.claimLingerMs, signal)
         } else {
-          this.idleWake = new AbortController()
-          const waking = AbortSignal.any([signal, this.idleWake.signal])
-          const found = await this.o.wakeUps.wait(this.names, await this.idleWaitMs(), waking, () => this.claimRound(), idleRounds)
+          const idle = new AbortController()
+          this.idleWake = idle
+          const waking = AbortSignal.any([signal, idle.signal])
+          const cancelReopen = this.endWaitWhenWindowReopens(idle)
+          const found = await this.o.wakeUps.wait(this.names, this.o.settings.pollMs, waking, () => this.claimRound(), idleRounds)
+          cancelReopen()
           this.idleWake = undefined
           idleRounds = found ? 0 : idleRounds + 1
         }
@@ -215,13 +218,26 @@ export class ClaimLoop<P> {
   }
 
   /**
-   * How long to sleep when nothing could be claimed: the poll interval, or less when a rate limit
-   * held messages back and its window has room again sooner (nothing notifies about that).
+   * Ends the idle wait when a rate window of these queues has room again before the poll interval
+   * would: a rate limit held messages back, and nothing notifies when its window moves on. Looked
+   * up alongside the wait rather than before it, so that going idle costs no round trip more
+   * (before it, the look-up delayed the registration that lets senders wake this loop). A failed
+   * look-up leaves the poll interval. Returns what cancels it.
    */
-  private async idleWaitMs(): Promise<number> {
-    const { pollMs } = this.o.settings
-    const reopensMs = await windowReopensInMs(this.o.db, this.o.schema, this.names)
-    return reopensMs === null ? pollMs : Math.min(pollMs, Math.max(1, Math.ceil(reopensMs)))
+  private endWaitWhenWindowReopens(idle: AbortController): () => void {
+    let cancelled = false
+    let timer: NodeJS.Timeout | undefined
+    windowReopensInMs(this.o.db, this.o.schema, this.names).then(
+      (ms) => {
+        if (cancelled || ms === null || ms >= this.o.settings.pollMs) return
+        timer = setTimeout(() => idle.abort(), Math.max(1, Math.ceil(ms)))
+      },
+      () => {},
+    )
+    return () => {
+      cancelled = true
+      clearTimeout(timer)
+    }
   }
 
   /** Claims from each queue in turn while there is capacity; true if anything was claimed. */
