@@ -57,6 +57,21 @@ describe('named statements on the pool', () => {
   })
 })
 
+describe('prepared names', () => {
+  it('stay within the 63 bytes Postgres keeps, and distinct, with the longest schema name', async () => {
+    const schema = `s${'x'.repeat(62)}`
+    const names = ['send_batch', 'send_message', 'ack_and_claim'].map((n) => preparedName(`postbox:${schema}:${n}`, TEXT))
+    expect(names.every((n) => Buffer.byteLength(n) <= 63)).toBe(true)
+    expect(new Set(names).size).toBe(3)
+    // Prepared on a real connection, each keeps its whole name: nothing was cut, nothing collides.
+    const db = preparingExecutor(connection)
+    for (const n of ['send_batch', 'send_message', 'ack_and_claim']) await db.query(TEXT, [1], `postbox:${schema}:${n}`)
+    expect((await preparedOnServer()).sort()).toEqual([...names].sort())
+    await connection.query('DEALLOCATE ALL')
+    expect(preparedName('postbox:jobs:send', TEXT)).toMatch(/^postbox:jobs:send:[0-9a-f]{12}$/) // short names stay readable
+  })
+})
+
 describe('a Postbox', () => {
   it('prepares its hot statements on its own pool by default', async () => {
     const single = new pg.Pool({ connectionString: t.url, max: 1 })

@@ -12,9 +12,19 @@ import type { PgQueryable } from './pg-executor.js'
  */
 const LOST_PREPARED_STATEMENT = new Set(['42P05', '26000'])
 
-/** The name a statement is prepared under: its postbox name and a hash of its text. */
+/** The longest name Postgres keeps (NAMEDATALEN - 1 bytes); it cuts longer ones there. */
+const MAX_NAME_BYTES = 63
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
+
+/**
+ * The name a statement is prepared under: its postbox name and a hash of its text. With a long
+ * schema name that would pass 63 bytes, where Postgres cuts it (with a notice) and two statements
+ * could meet in one name, it is `postbox:` and a hash of the whole instead.
+ */
 export function preparedName(name: string, text: string): string {
-  return `${name}:${createHash('sha256').update(text).digest('hex').slice(0, 12)}`
+  const full = `${name}:${sha256(text).slice(0, 12)}`
+  return Buffer.byteLength(full) <= MAX_NAME_BYTES ? full : `postbox:${sha256(full).slice(0, 32)}`
 }
 
 /** Options of {@link preparingExecutor}. */
