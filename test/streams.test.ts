@@ -9,6 +9,7 @@ import {
   StreamNotFoundError,
 } from '../src/index.js'
 import { useTestSchema } from './support/test-schema.js'
+import { waitFor } from './support/wait-for.js'
 
 const t = useTestSchema()
 const s = () => `"${t.schema}"`
@@ -67,8 +68,9 @@ describe('append and readStream', () => {
       await holder.query(`SELECT pg_advisory_xact_lock(hashtextextended('postbox.stamp:' || $1 || ':' || $2, 0))`, [t.schema, stream!.id])
       await t.postbox.append('own-round', { n: 1 }) // committed
       const reading = t.postbox.readStream('own-round')
-      // Nothing to await here: give it time to find the round held, so that it must wait rather than skip it.
-      await new Promise((resolve) => setTimeout(resolve, 200))
+      // It found the round held and waits for its lock, rather than skip it.
+      await waitFor('readStream waiting for the round', async () => (await t.sql(
+        `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND query LIKE '%postbox.stamp:%' AND pid <> pg_backend_pid()`)).length > 0)
       await holder.query('COMMIT')
       expect((await reading).map((e) => e.payload)).toEqual([{ n: 1 }])
     } finally {

@@ -107,6 +107,18 @@ export async function stampStream(db: Executor, s: SchemaName, stream: string): 
   return rows[0]?.stamped ?? null
 }
 
+/**
+ * Waits until no stamp round holds the stream (another reader's round ends with its transaction)
+ * by taking and, as this statement commits, releasing the round's lock: the key stamp_stream's
+ * try-lock uses (migrations/0010_streams.sql).
+ */
+export async function awaitStampRound(db: Executor, s: SchemaName, stream: string): Promise<void> {
+  await db.query(
+    `SELECT pg_advisory_xact_lock(hashtextextended('postbox.stamp:' || $1 || ':' || x.id, 0)) FROM ${s.sql}.streams x WHERE x.name = $2`,
+    [s.name, stream],
+  )
+}
+
 /** An event of the log as the read statements return it. */
 export interface EventRow {
   partition: number

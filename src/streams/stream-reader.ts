@@ -1,4 +1,3 @@
-import { sleep } from '../background-loop.js'
 import type { Executor } from '../db/executor.js'
 import * as q from '../queries/streams.js'
 import type { SchemaName } from '../schema-name.js'
@@ -20,9 +19,6 @@ export async function stamp(db: Executor, s: SchemaName, stream: string): Promis
   }
 }
 
-/** How long readStream waits for another reader's stamp round before it reads what is stamped. */
-const OWN_ROUND_WAIT_MS = 5_000
-
 /**
  * Stamps like {@link stamp}, but when another reader holds the stream's round, waits for it to
  * end and runs a round of its own: a round sees everything committed before its lock, so an
@@ -30,15 +26,13 @@ const OWN_ROUND_WAIT_MS = 5_000
  * Group members need not wait: the holder's round wakes them.
  */
 async function stampOwnRound(db: Executor, s: SchemaName, stream: string): Promise<void> {
-  const deadline = Date.now() + OWN_ROUND_WAIT_MS
   for (;;) {
     const stamped = await q.stampStream(db, s, stream)
     if (stamped !== null) {
       if (stamped >= 5000) await stamp(db, s, stream)
       return
     }
-    if (Date.now() > deadline) return
-    await sleep(5)
+    await q.awaitStampRound(db, s, stream)
   }
 }
 
