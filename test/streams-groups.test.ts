@@ -57,8 +57,8 @@ describe('consumer groups', () => {
       await consumer.ready()
       await waitFor('the member to own the partition', () => consumer.partitions.length === 1)
       await t.postbox.listen()
-      // Let it reach its wait, then append.
-      await new Promise((resolve) => setTimeout(resolve, 300))
+      // Let it reach its wait (its waiter row), then append.
+      await waitFor('the member to wait', async () => (await t.sql(`SELECT 1 FROM "${t.schema}".waiters WHERE queue = 'stream/wake'`)).length > 0)
       await t.postbox.append('wake', { n: 1 })
       await waitFor('the woken handler', () => c.seen.length === 1, { timeoutMs: 10_000 })
     } finally {
@@ -74,7 +74,7 @@ describe('consumer groups', () => {
     try {
       await t.postbox.listen()
       await waitFor('the member to own the partition', () => consumer.partitions.length === 1)
-      await new Promise((resolve) => setTimeout(resolve, 300)) // let it go idle and register as waiting
+      await waitFor('the member to wait', async () => (await t.sql(`SELECT 1 FROM "${t.schema}".waiters WHERE queue = 'stream/open-tx'`)).length > 0)
       await client.query('BEGIN')
       // This append wakes the idle member and, until it commits, holds a lock on its waiters row.
       await t.postbox.append('open-tx', { n: -1 }, { tx: client })
