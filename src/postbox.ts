@@ -400,7 +400,8 @@ export class Postbox extends EventEmitter<PostboxEvents> {
 
   /**
    * Appends an event to a stream. With `tx` it is written in your transaction and exists if and
-   * only if that transaction commits; without, it is committed at once. The key picks the
+   * only if that transaction commits; without, it is committed at once, sharing a statement with
+   * the appends that arrive meanwhile (see `batchSends`). The key picks the
    * partition (the same key, the same partition). The event gets its offset shortly after it
    * commits, after every event that became visible before it.
    *
