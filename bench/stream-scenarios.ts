@@ -130,9 +130,11 @@ export async function idleGroupLatency(db: BenchDb, sends: number, gapMs: number
 
 /**
  * The idle group's latency while another transaction has appended to the same stream and stays
- * open for `openMs`: p50 during it, and whether its own event came after the others once it committed.
+ * open for `openMs`: p50 during it and in each fifth of it (the open transaction holds back
+ * vacuum, so the inbox's dead rows pile up meanwhile), and whether its own event came after the
+ * others once it committed.
  */
-export async function latencyWithOpenTransaction(db: BenchDb, openMs: number, gapMs: number): Promise<{ p50: number; p99: number; delivered: number; lateCameLast: boolean }> {
+export async function latencyWithOpenTransaction(db: BenchDb, openMs: number, gapMs: number): Promise<{ p50: number; p99: number; p50ByFifth: number[]; delivered: number; lateCameLast: boolean }> {
   await db.postbox.createStream('bench-open-tx')
   const client = await db.pool.connect()
   const seen: string[] = []
@@ -155,7 +157,9 @@ export async function latencyWithOpenTransaction(db: BenchDb, openMs: number, ga
     while (latencies.length < n) await sleep(10)
     await client.query('COMMIT')
     while (!seen.includes('open')) await sleep(10)
-    return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), delivered: latencies.length, lateCameLast: seen.at(-1) === 'open' }
+    const fifth = Math.ceil(latencies.length / 5)
+    const p50ByFifth = [0, 1, 2, 3, 4].map((i) => percentile(latencies.slice(i * fifth, (i + 1) * fifth), 50))
+    return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), p50ByFifth, delivered: latencies.length, lateCameLast: seen.at(-1) === 'open' }
   } finally {
     client.release()
     await consumer.stop()

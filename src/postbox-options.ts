@@ -45,9 +45,10 @@ export interface PostboxOptions {
    */
   preparedStatements?: boolean
   /**
-   * Let concurrent `send` calls made outside a transaction share statements: a send that arrives
-   * while others are under way goes in the next statement with the rest, and each caller still
-   * gets its own result; a lone send goes at once. Default true; false sends one statement each.
+   * Let concurrent `send` (and stream `append`) calls made outside a transaction share
+   * statements: a send that arrives while others are under way goes in the next statement with
+   * the rest, and each caller still gets its own result; a lone send goes at once. Default true;
+   * false sends (and appends) one statement each.
    */
   batchSends?: boolean
   /**

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import { kyselyDatabase, poolDatabase, type Database, type KyselyDatabaseLike, type PgPoolLike } from './db/database.js'
 import type { Executor } from './db/executor.js'
+import { StatementCoalescer } from './db/statement-coalescer.js'
 import { executorFor, type TransactionLike } from './db/transaction.js'
 import { withTypedErrors } from './db/typed-errors.js'
 import { InvalidOptionsError } from './errors.js'
@@ -14,13 +15,13 @@ import { trackOpen } from './open-resources.js'
 import { postboxOptionsSchema, type PostboxOptions } from './postbox-options.js'
 import { selectActivity } from './queries/inspect.js'
 import * as messages from './queries/messages.js'
+import type { OutgoingEvent } from './queries/streams.js'
 import { selectQueueStats, type QueueStatsRow } from './queries/queues.js'
 import * as consumer from './queue/consumer.js'
 import { queueNameOf, type QueueRef } from './queue/define-queue.js'
 import type { Delivery, Message } from './queue/message.js'
 import * as producer from './queue/producer.js'
 import { QueueAdmin } from './queue/queue-admin.js'
-import { SendCoalescer } from './queue/send-coalescer.js'
 import type { QueueInfo, QueueOptions } from './queue/queue-options.js'
 import { batchOptionsSchema, sendOptionsSchema, type SendOptions } from './queue/send-options.js'
 import { assertQueueName } from './queue-name.js'
@@ -133,7 +134,9 @@ export class Postbox extends EventEmitter<PostboxEvents> {
   private readonly wakeUps: WakeUps
   private readonly workers: WorkerRegistry
   /** Sends outside a transaction, sharing statements while others are under way (batchSends). */
-  private readonly sends: SendCoalescer | undefined
+  private readonly sends: StatementCoalescer<messages.OutgoingMessage, producer.SendResult> | undefined
+  /** Appends outside a transaction, sharing statements the same way (batchSends). */
+  private readonly appends: StatementCoalescer<OutgoingEvent, appender.AppendResult> | undefined
   /** Prometheus metrics: this process's sends and handler outcomes, and the queues' counts. */
   private readonly telemetry: PostboxMetrics
   private readonly schedules: ScheduleAdmin
@@ -165,7 +168,8 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     this.queues = new QueueAdmin(this.db, this.schema)
     this.bindings = new BindingAdmin(this.db, this.schema)
     this.streams = new StreamAdmin(this.db, this.schema)
-    this.sends = o.batchSends === false ? undefined : new SendCoalescer(this.db, this.schema, SEND_STATEMENTS_IN_FLIGHT)
+    this.sends = o.batchSends === false ? undefined : new StatementCoalescer(producer.sendStatements(this.db, this.schema), SEND_STATEMENTS_IN_FLIGHT)
+    this.appends = o.batchSends === false ? undefined : new StatementCoalescer(appender.appendStatements(this.db, this.schema), SEND_STATEMENTS_IN_FLIGHT)
     this.pollMs = o.pollInterval ?? 2_000
     const listenConnection = o.listenConnectionString ?? o.connectionString ?? poolConnectionString(o.pool)
     if (o.wakeups !== 'poll' && listenConnection) {
@@ -295,7 +299,7 @@ export class Postbox extends EventEmitter<PostboxEvents> {
     const { tx, ...rest } = options === undefined ? {} : parseOptions(sendOptionsSchema, options, 'send options')
     const name = queueNameOf(queue)
     const result = tx === undefined && this.sends
-      ? await this.sends.send(name, producer.outgoing(queue, payload, rest))
+      ? await this.sends.write(name, producer.outgoing(queue, payload, rest))
       : await producer.send(this.executor(tx), this.schema, queue, payload, rest)
     this.telemetry.countSent(name, 1)
     return result
@@ -396,7 +400,8 @@ export class Postbox extends EventEmitter<PostboxEvents> {
 
   /**
    * Appends an event to a stream. With `tx` it is written in your transaction and exists if and
-   * only if that transaction commits; without, it is committed at once. The key picks the
+   * only if that transaction commits; without, it is committed at once, sharing a statement with
+   * the appends that arrive meanwhile (see `batchSends`). The key picks the
    * partition (the same key, the same partition). The event gets its offset shortly after it
    * commits, after every event that became visible before it.
    *
@@ -405,7 +410,9 @@ export class Postbox extends EventEmitter<PostboxEvents> {
    */
   async append(stream: string, payload: unknown, options?: AppendOptions): Promise<appender.AppendResult> {
     const { tx, ...rest } = parseOptions(appendOptionsSchema, options, 'append options')
-    return appender.append(this.executor(tx), this.schema, stream, payload, rest)
+    return tx === undefined && this.appends
+      ? this.appends.write(assertStreamName(stream), appender.outgoingEvent(payload, rest))
+      : appender.append(this.executor(tx), this.schema, stream, payload, rest)
   }
 
   /** Appends many events in one statement; an item is a payload or `{ payload, key?, headers? }`. */
@@ -615,7 +622,8 @@ export class Postbox extends EventEmitter<PostboxEvents> {
       await this.workers.stopAll()
       await this.scheduler.close()
       await Promise.all([...this.consumers].map((consumer) => consumer.stop()))
-      await this.sends?.drain() // sends made before close() are written, not cut off
+      // sends and appends made before close() are written, not cut off
+      await Promise.all([this.sends?.drain(), this.appends?.drain()])
       await this.wakeUps.close().catch(() => {})
       await this.notifier?.stop()
       await this.ownedPool?.end().catch((error: Error) => this.logger.warn({ err: error.message }, 'postbox: closing the pool failed'))

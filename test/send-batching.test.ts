@@ -2,28 +2,14 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { PayloadTooLargeError, Postbox, QueueNotFoundError } from '../src/index.js'
 import { useTestSchema } from './support/test-schema.js'
 import { waitFor } from './support/wait-for.js'
+import { countingPostbox as counting } from './support/counting-postbox.js'
 
 // Concurrent sends outside a transaction share statements (batchSends, the default): each caller
 // still gets its own id, its own duplicate flag and its own refusal.
 
 const t = useTestSchema()
 
-/**
- * A Postbox whose pool records the text of every statement that ran (behind a pooler that
- * cannot keep prepared statements, the one named statement it refused does not count).
- */
-function countingPostbox(options: { batchSends?: boolean } = {}) {
-  const statements: string[] = []
-  const pool = {
-    query: async (text: string | { text: string }, values?: unknown[]) => {
-      const result = await t.pool.query(text as string, values)
-      statements.push(typeof text === 'string' ? text : text.text)
-      return result
-    },
-    connect: () => t.pool.connect(),
-  }
-  return { postbox: new Postbox({ pool, schema: t.schema, ...options }), statements }
-}
+const countingPostbox = (options: { batchSends?: boolean } = {}) => counting(t, options)
 
 let open: Postbox | undefined
 afterEach(async () => {

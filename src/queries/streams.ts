@@ -148,10 +148,12 @@ export async function selectEvents(db: Executor, s: SchemaName, stream: string, 
 }
 
 /**
- * The next events of several partitions at once, each after its own offset and at most `limit`
- * per partition, in one statement (what a group member reads in a round).
+ * A stamp round, then the next events of several partitions at once, each after its own offset
+ * and at most `limit` per partition, in one statement (what a group member runs each time it looks
+ * for events; stamp_and_read in migrations/0015_stream_stamp_and_read.sql). Run alone, not inside
+ * another transaction: the round's lock is held to commit.
  */
-export async function selectEventsAfter(
+export async function stampAndRead(
   db: Executor,
   s: SchemaName,
   stream: string,
@@ -160,18 +162,9 @@ export async function selectEventsAfter(
   limit: number,
 ): Promise<EventRow[]> {
   const { rows } = await db.query<EventRow>(
-    `SELECT ${EVENT_COLUMNS}
-     FROM ${s.sql}.streams st
-     CROSS JOIN unnest($2::int[], $3::bigint[]) AS w(partition, after)
-     CROSS JOIN LATERAL (
-       SELECT * FROM ${s.sql}.stream_events x
-       WHERE x.stream_id = st.id AND x.partition = w.partition AND x."offset" > w.after
-       ORDER BY x."offset" LIMIT $4
-     ) e
-     WHERE st.name = $1
-     ORDER BY e.partition, e."offset"`,
+    `SELECT ${EVENT_COLUMNS} FROM ${s.sql}.stamp_and_read($1, $2::int[], $3::bigint[], $4) e`,
     [stream, partitions, after, limit],
-    statement(s, 'read_stream'),
+    statement(s, 'stamp_read'),
   )
   return rows
 }

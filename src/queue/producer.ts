@@ -1,5 +1,6 @@
 import type { z } from 'zod'
 import type { Executor } from '../db/executor.js'
+import type { CoalescedWrite } from '../db/statement-coalescer.js'
 import { InvalidOptionsError, InvalidPayloadError } from '../errors.js'
 import * as m from '../queries/messages.js'
 import type { SchemaName } from '../schema-name.js'
@@ -85,4 +86,9 @@ export async function sendBatch(db: Executor, s: SchemaName, ref: QueueRef<unkno
   })
   const rows = await m.sendBatch(db, s, queue, messages)
   return rows.map((row) => row.id)
+}
+
+/** Sends outside a transaction as a StatementCoalescer writes them: many as one `send_batch`, one as `send`. */
+export function sendStatements(db: Executor, s: SchemaName): CoalescedWrite<m.OutgoingMessage, SendResult> {
+  return { many: (queue, ms) => m.sendBatch(db, s, queue, ms), one: (queue, message) => m.sendMessage(db, s, queue, message) }
 }

@@ -1,4 +1,5 @@
 import type { Executor } from '../db/executor.js'
+import type { CoalescedWrite } from '../db/statement-coalescer.js'
 import { InvalidOptionsError } from '../errors.js'
 import * as q from '../queries/streams.js'
 import { encodePayload } from '../queue/payload-codec.js'
@@ -48,4 +49,12 @@ export async function appendBatch(db: Executor, s: SchemaName, stream: string, i
     return outgoingEvent(payload, parseOptions(eventOptionsSchema, options, 'event options'))
   })
   return q.appendEvents(db, s, stream, events)
+}
+
+/**
+ * Appends outside a transaction as a StatementCoalescer writes them: many events as one
+ * `append_events`, in the order handed over (so they get ids, and then offsets, in that order).
+ */
+export function appendStatements(db: Executor, s: SchemaName): CoalescedWrite<q.OutgoingEvent, AppendResult> {
+  return { many: (stream, events) => q.appendEvents(db, s, stream, events), one: (stream, event) => q.appendEvent(db, s, stream, event) }
 }

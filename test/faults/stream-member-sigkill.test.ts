@@ -1,7 +1,5 @@
-import { spawn } from 'node:child_process'
-import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
+import { startMember } from '../support/stream-members.js'
 import { useTestSchema } from '../support/test-schema.js'
 import { waitFor } from '../support/wait-for.js'
 
@@ -10,35 +8,6 @@ import { waitFor } from '../support/wait-for.js'
 // most those the dead member had handled and not committed (its batch in flight). In
 // transactional mode nothing is handled twice at all.
 const t = useTestSchema()
-const script = fileURLToPath(new URL('../support/stream-member-process.ts', import.meta.url))
-
-interface Member {
-  readonly events: { event: string; partitions?: number[] }[]
-  kill(): void
-  readonly exited: Promise<unknown>
-  until(match: (events: Member['events']) => boolean): Promise<void>
-}
-
-async function startMember(env: Record<string, string>): Promise<Member> {
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
-  const events: Member['events'] = []
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    try {
-      events.push(JSON.parse(line))
-    } catch {
-      // not an event line
-    }
-  })
-  const exited = new Promise((resolve) => child.once('close', resolve))
-  const member: Member = {
-    events,
-    exited,
-    kill: () => void child.kill('SIGKILL'),
-    until: async (match) => void (await waitFor('the member process', () => match(events), { timeoutMs: 90_000, intervalMs: 50 })),
-  }
-  await member.until((e) => e.some((x) => x.event === 'ready'))
-  return member
-}
 
 /** Appends keyed events every few milliseconds until stopped; returns the ids appended. */
 function startAppending(stream: string): { stop(): Promise<string[]> } {

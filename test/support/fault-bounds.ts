@@ -24,19 +24,28 @@ export async function unackedIds(db: Pick<pg.Pool, 'query'>, schema: string, que
  * lock is held. Returns those ids. The locking session may die with the fault; that is expected.
  */
 export async function unackedAtFault(pool: pg.Pool, schema: string, queues: readonly string[], fault: () => Promise<unknown>): Promise<string[]> {
+  return readAtFault(pool, [`"${schema}".messages`], (client) => unackedIds(client, schema, queues), fault)
+}
+
+/**
+ * Locks `tables` against every writer in a transaction, reads what `read` returns, then runs the
+ * fault while the lock is held, so that what was read is exactly the state the fault met. The
+ * locking session may die with the fault; that is expected.
+ */
+export async function readAtFault<T>(pool: pg.Pool, tables: readonly string[], read: (client: pg.PoolClient) => Promise<T>, fault: () => Promise<unknown>): Promise<T> {
   const client = await pool.connect()
   const onError = () => {} // the fault may take this session too
   client.on('error', onError)
   let broken: Error | undefined
   try {
     await client.query('BEGIN')
-    await client.query(`LOCK TABLE "${schema}".messages IN EXCLUSIVE MODE`)
-    const ids = await unackedIds(client, schema, queues)
+    await client.query(`LOCK TABLE ${tables.join(', ')} IN EXCLUSIVE MODE`)
+    const result = await read(client)
     await fault()
     await client.query('COMMIT').catch((error: Error) => {
       broken = error
     })
-    return ids
+    return result
   } finally {
     client.off('error', onError)
     client.release(broken ?? false)

@@ -3,7 +3,9 @@
 // SESSION_TIMEOUT (default 2s), TRANSACTIONAL=1 (the effect is written through ctx.tx; otherwise
 // on a pool of its own, before the offset commit). The effect is a row (partition, offset, id,
 // member) in <schema>.stream_sink. Prints one JSON line per event: {"event":"ready"},
-// {"event":"assigned","partitions":[..]}, {"event":"effect","id":..}, {"event":"committed",...}.
+// {"event":"assigned","partitions":[..]}, {"event":"effect","id":..,"partition":..,"offset":..},
+// {"event":"committed","partition":..,"offset":..,"events":..}, {"event":"revoked","partitions":[..]},
+// {"event":"fenced","partition":..}.
 import pg from 'pg'
 import { Postbox } from '../../src/index.js'
 
@@ -23,7 +25,7 @@ const consumer = postbox.consume(env.STREAM as string, env.GROUP as string, asyn
   const values = [event.partition, event.offset, event.id, member]
   if (transactional) await ctx.tx!.query(INSERT, values)
   else await (effects as pg.Pool).query(INSERT, values)
-  say('effect', { id: event.id })
+  say('effect', { id: event.id, partition: event.partition, offset: event.offset })
 }, {
   transactional,
   batchSize: 10,
@@ -34,6 +36,8 @@ const consumer = postbox.consume(env.STREAM as string, env.GROUP as string, asyn
 })
 consumer.on('assigned', (partitions) => say('assigned', { partitions }))
 consumer.on('committed', (info) => say('committed', info))
+consumer.on('revoked', (partitions) => say('revoked', { partitions }))
+consumer.on('fenced', (partition) => say('fenced', { partition }))
 consumer.on('error', (error) => say('error', { message: (error as Error).message }))
 await consumer.ready()
 say('ready')
