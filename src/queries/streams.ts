@@ -150,7 +150,7 @@ export async function selectEvents(db: Executor, s: SchemaName, stream: string, 
 /**
  * A stamp round, then the next events of several partitions at once, each after its own offset
  * and at most `limit` per partition, in one statement (what a group member runs each time it looks
- * for events; stamp_and_read in migrations/0015_stream_stamp_and_read.sql). Run alone, not inside
+ * for events; stamp_and_read in migrations/0013_stream_stamp_and_read.sql). Run alone, not inside
  * another transaction: the round's lock is held to commit.
  */
 export async function stampAndRead(

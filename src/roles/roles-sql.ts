@@ -57,7 +57,7 @@ export const CONSUMER_FUNCTIONS = [
   // reading streams in consumer groups (0010; the stamp round and pruning run as the owner: 0012)
   'require_stream', 'assert_stream_name', 'stamp_stream', 'ensure_stream_group', 'stream_rebalance', 'stream_release', 'stream_commit',
   'prune_streams',
-  // stamping and reading in one statement (0015)
+  // stamping and reading in one statement (0013)
   'stamp_and_read',
 ] as const
 

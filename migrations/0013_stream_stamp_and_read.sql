@@ -1,4 +1,4 @@
--- postbox 0015: a group member stamps and reads in one statement.
+-- postbox 0013: a group member stamps and reads in one statement.
 --
 -- A member used to run a stamp round (stamp_stream, a statement of its own) and then read the next
 -- events of its partitions (another statement): two round trips each time it looked for events,
