@@ -61,32 +61,57 @@ async function until(done: () => boolean): Promise<void> {
 /**
  * `count` events preloaded (appended, not stamped: stamping is part of the read), read by one
  * group of one member over 4 partitions with a no-op handler; against `count` messages preloaded
- * and drained by a worker of concurrency 10. Events (messages) per second, from start to the last.
+ * and drained by a worker of concurrency 10. Events (messages) per second, from start to the last;
+ * `rounds` rounds that alternate which side goes first, medians of each side.
  */
-export async function groupReadVersusQueue(db: BenchDb, count: number): Promise<{ stream: number; queue: number; offsetWrites: number }> {
+export async function groupReadVersusQueue(db: BenchDb, count: number, rounds: number): Promise<{ stream: number; queue: number; offsetWrites: number }> {
+  const streamRates: number[] = []
+  const queueRates: number[] = []
+  let offsetWrites = 0
+  for (let round = 0; round < rounds; round++) {
+    const streamFirst = round % 2 === 0
+    if (!streamFirst) queueRates.push(await queueDrain(db, count, round))
+    const read = await groupRead(db, count, round)
+    streamRates.push(read.rate)
+    offsetWrites = read.offsetWrites
+    if (streamFirst) queueRates.push(await queueDrain(db, count, round))
+    const [s, q] = [streamRates.at(-1) as number, queueRates.at(-1) as number]
+    progress(`  round ${round + 1}: group read ${Math.round(s)}/s, queue ${Math.round(q)}/s (${(s / q).toFixed(2)}x)`)
+    await clearStreams(db)
+  }
+  return { stream: median(streamRates), queue: median(queueRates), offsetWrites }
+}
+
+async function groupRead(db: BenchDb, count: number, round: number): Promise<{ rate: number; offsetWrites: number }> {
+  const stream = `bench-read-${round}`
   const batch = Array.from({ length: 1000 }, () => PAYLOAD)
-  await db.postbox.createStream('bench-read', { partitions: 4 })
-  for (let n = 0; n < count; n += 1000) await db.postbox.appendBatch('bench-read', batch)
+  await db.postbox.createStream(stream, { partitions: 4 })
+  for (let n = 0; n < count; n += 1000) await db.postbox.appendBatch(stream, batch)
   await db.sql(`VACUUM ANALYZE ${db.schema}.stream_inbox`)
   let read = 0
   let commits = 0
   const started = performance.now()
-  const consumer = db.postbox.consume('bench-read', 'reader', () => void read++, { batchSize: 500 })
+  const consumer = db.postbox.consume(stream, 'reader', () => void read++, { batchSize: 500 })
   consumer.on('committed', () => void commits++)
   await until(() => read >= count)
-  const stream = (count / (performance.now() - started)) * 1000
+  const rate = (count / (performance.now() - started)) * 1000
   await consumer.stop()
-  await db.postbox.createQueue('bench-drain')
-  for (let n = 0; n < count; n += 1000) await db.postbox.sendBatch('bench-drain', batch)
+  return { rate, offsetWrites: commits / count }
+}
+
+async function queueDrain(db: BenchDb, count: number, round: number): Promise<number> {
+  const queue = `bench-drain-${round}`
+  const batch = Array.from({ length: 1000 }, () => PAYLOAD)
+  await db.postbox.createQueue(queue)
+  for (let n = 0; n < count; n += 1000) await db.postbox.sendBatch(queue, batch)
   await db.sql(`VACUUM ANALYZE ${db.schema}.messages`)
   let drained = 0
-  const t0 = performance.now()
-  const worker = db.postbox.work('bench-drain', () => void drained++, { concurrency: CONCURRENCY })
+  const started = performance.now()
+  const worker = db.postbox.work(queue, () => void drained++, { concurrency: CONCURRENCY })
   await until(() => drained >= count)
-  const queue = (count / (performance.now() - t0)) * 1000
+  const rate = (count / (performance.now() - started)) * 1000
   await worker.stop()
-  await clearStreams(db)
-  return { stream, queue, offsetWrites: commits / count }
+  return rate
 }
 
 /** Five groups reading the same `count` events at once: offset commits per event per group, and events per second per group. */
