@@ -156,6 +156,15 @@ describe('bad input writes nothing', () => {
     await expect(t.postbox.readStream('strict', { after: '4.5' })).rejects.toBeInstanceOf(InvalidOptionsError)
     await expect(t.postbox.readStream('strict', { after: -1 as unknown as string })).rejects.toBeInstanceOf(InvalidOptionsError)
     await expect(t.postbox.seek('strict', 'nobody', 'earliest')).rejects.toThrow(/does not exist/)
+    // consume() returns at once; the missing stream comes out of ready() and the 'error' event, and the consumer stops.
+    const orphan = t.postbox.consume('nope', 'g', () => {})
+    const errors: unknown[] = []
+    orphan.on('error', (error) => errors.push(error))
+    const stopped = new Promise<void>((resolve) => orphan.once('stopped', resolve))
+    await expect(orphan.ready()).rejects.toBeInstanceOf(StreamNotFoundError)
+    await stopped
+    expect(errors).toHaveLength(1)
+    expect(errors[0]).toBeInstanceOf(StreamNotFoundError)
     await expect(t.postbox.seek('strict', 'g', { partition: 0, offset: 'x' })).rejects.toBeInstanceOf(InvalidOptionsError)
     // SQL API, for triggers: the same checks.
     await expect(t.sql(`SELECT ${s()}.append('nope', '{}'::jsonb)`)).rejects.toMatchObject({ code: 'PBS01' })

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import { sleep } from '../background-loop.js'
 import type { Database } from '../db/database.js'
 import { describeError } from '../describe-error.js'
-import { StreamFencedError } from '../errors.js'
+import { StreamFencedError, StreamNotFoundError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { WakeUps } from '../notify/wake-ups.js'
 import { stampAndRead } from '../queries/streams.js'
@@ -66,6 +66,8 @@ export class StreamConsumer<P = unknown, Tx = unknown> extends EventEmitter<Stre
   private loop: Promise<void> | undefined
   private round: Promise<unknown> = Promise.resolve()
   private paused = false
+  /** Set when the stream does not exist (never created, or deleted): the consumer stops itself. */
+  private missing: StreamNotFoundError | undefined
   private readonly wakeKey: string
   /** The user's handler, typed without P and Tx so that a consumer of any payload is a `StreamConsumer`. */
   private readonly handler: StreamHandler<unknown, unknown>
@@ -153,9 +155,13 @@ export class StreamConsumer<P = unknown, Tx = unknown> extends EventEmitter<Stre
     this.lifecycle.start()
   }
 
-  /** Resolves after the member's first heartbeat: it has joined the group and taken its first share. */
-  ready(): Promise<void> {
-    return this.membership.ready()
+  /**
+   * Resolves after the member's first heartbeat: it has joined the group and taken its first
+   * share. Rejects with a {@link StreamNotFoundError} when the stream does not exist.
+   */
+  async ready(): Promise<void> {
+    await this.membership.ready()
+    if (this.missing) throw this.missing
   }
 
   /** Stops reading; resolves once a batch under way has finished. */
@@ -183,7 +189,17 @@ export class StreamConsumer<P = unknown, Tx = unknown> extends EventEmitter<Stre
     previous.abort()
   }
 
+  /**
+   * Reports a failure of the consumer itself, which it survives by retrying; except that a stream
+   * that does not exist (never created, or deleted while read) has nothing to read, so the
+   * consumer reports it once and stops.
+   */
   private report(error: unknown): void {
+    if (error instanceof StreamNotFoundError) {
+      if (this.missing) return
+      this.missing = error
+      void this.stop()
+    }
     if (this.listenerCount('error') > 0) this.emit('error', error)
     else this.deps.logger.error({ err: describeError(error) }, 'postbox: stream consumer error')
   }
