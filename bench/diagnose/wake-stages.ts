@@ -129,7 +129,7 @@ try {
       const statements = log.stop()
       await worker.stop()
       await postbox.close()
-      print('postbox', stages(wakeUps, statements, (n) => n.endsWith(':send'), (n) => /:(ack_and_)?receive$/.test(n)), loopDelay)
+      print('postbox', stages(wakeUps, statements, (n) => /:send(:[0-9a-f]{12})?$/.test(n), (n) => /:(ack_and_)?claim(:[0-9a-f]{12})?$/.test(n)), loopDelay)
     } else if (who === 'graphile-worker') {
       const schema = `gw_stages_${process.pid}`
       const logger = new Logger(() => () => {})

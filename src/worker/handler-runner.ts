@@ -9,7 +9,8 @@ import { ThroughputMeter } from './throughput-meter.js'
 export interface RunEvents<D> {
   received: [delivery: D]
   completed: [delivery: D, info: { durationMs: number }]
-  failed: [delivery: D, error: unknown]
+  /** `info.durationMs`: from the handler's start to its failure. */
+  failed: [delivery: D, error: unknown, info: { durationMs: number }]
   retried: [delivery: D, error: unknown]
   deadLettered: [delivery: D, error: unknown]
   leaseLost: [delivery: D]
@@ -185,7 +186,7 @@ export class HandlerRunner<D, H extends Hold> {
       }
       if (run.released) return
       this.vacate(run)
-      await this.fail(run.delivery, error)
+      await this.fail(run.delivery, error, Date.now() - started)
     }
   }
 
@@ -197,8 +198,8 @@ export class HandlerRunner<D, H extends Hold> {
     this.o.vacated()
   }
 
-  private async fail(delivery: D, error: unknown): Promise<void> {
-    this.o.events.emit('failed', delivery, error)
+  private async fail(delivery: D, error: unknown, durationMs: number): Promise<void> {
+    this.o.events.emit('failed', delivery, error, { durationMs })
     const outcome = await this.o.completer.fail(delivery, error).catch((failError: unknown) => {
       this.o.report(failError)
       return 'unknown' as const

@@ -1,21 +1,22 @@
 import { EventEmitter } from 'node:events'
 import type { Database } from '../db/database.js'
 import { describeError } from '../describe-error.js'
-import { toMilliseconds } from '../duration.js'
 import { LeaseLostError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { WakeUps } from '../notify/wake-ups.js'
-import { extend, releaseDeliveries } from '../queue/consumer.js'
+import { releaseDeliveries } from '../queue/consumer.js'
 import { queueNameOf, type QueueRef } from '../queue/define-queue.js'
 import type { Message } from '../queue/message.js'
 import type { SchemaName } from '../schema-name.js'
 import { inConsumerSpan } from '../tracing/consumer-span.js'
+import { tracerProviderRegistered } from '../tracing/sdk-registered.js'
 import { AckBatcher } from './ack-batcher.js'
 import { ClaimLoop } from './claim-loop.js'
 import { ConsumerLifecycle } from './consumer-lifecycle.js'
-import type { Handler, HandlerContext } from './handler.js'
-import { HandlerRunner, type Held, type Run, type RunnerOptions } from './handler-runner.js'
+import type { Handler } from './handler.js'
+import { HandlerRunner, type Held, type RunnerOptions } from './handler-runner.js'
 import { LeaseKeeper, type HeldLease } from './lease-keeper.js'
+import { MessageContext } from './message-context.js'
 import { TransactionalAck } from './transactional-ack.js'
 import type { WorkerEvents } from './worker-events.js'
 import type { StopOptions, WorkerSettings } from './worker-options.js'
@@ -62,9 +63,13 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       concurrency: settings.concurrency,
       handlerTimeoutMs: settings.handlerTimeoutMs,
       completer,
-      // The handler runs in a consumer span whose parent is the trace context the message carries
-      // (a no-op check without an OpenTelemetry SDK).
-      invoke: (run, tx) => inConsumerSpan(run.delivery, async () => handler(run.delivery, this.context(run, tx))),
+      // The handler runs in a consumer span whose parent is the trace context the message carries;
+      // without an OpenTelemetry SDK it is called directly (no closure, no promise of the span's).
+      invoke: (run, tx) => {
+        const ctx = new MessageContext<P, Tx>(run, tx as Tx | undefined, db, schema)
+        if (!tracerProviderRegistered()) return handler(run.delivery, ctx)
+        return inConsumerSpan(run.delivery, async () => handler(run.delivery, ctx))
+      },
       // The runner's events are the worker's, under the same names, for messages of this worker's type.
       events: this as unknown as RunnerOptions<Message<P>, HeldLease>['events'],
       report,
@@ -168,19 +173,5 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
     }
     this.keeper.add(held)
     return held
-  }
-
-  private context(run: Run<Message<P>, HeldLease>, tx: unknown): HandlerContext<Tx> {
-    const { db, schema } = this.deps
-    return {
-      get signal() {
-        return run.signal
-      },
-      tx: tx as Tx | undefined,
-      extend: async (duration) => {
-        await extend(db, schema, run.delivery, duration)
-        run.hold.expiresAt = Date.now() + (toMilliseconds(duration) ?? 0)
-      },
-    }
   }
 }
