@@ -158,20 +158,41 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
 
   /** Starts keeping a claimed message's lease; if it is lost, the handler (if running) is aborted. */
   private hold(message: Message<P>): HeldLease {
-    const leaseMs = Math.max(1, message.leaseExpiresAt.getTime() - message.claimedAt.getTime())
-    const held: HeldLease = {
-      id: message.id,
-      lease: message.lease,
-      leaseMs,
-      expiresAt: Date.now() + leaseMs,
-      completing: false,
-      onLost: () => {
-        if (this.runner.lose(held, new LeaseLostError([message.id]))) return
-        this.claims.drop(held)
-        this.emit('leaseLost', message)
-      },
-    }
+    const held = new MessageLease(message, this.leaseLost)
     this.keeper.add(held)
     return held
+  }
+
+  /** A kept lease turned out lost: abort its handler, or take it out of the buffer if not started. */
+  private readonly leaseLost = (held: MessageLease<P>): void => {
+    if (this.runner.lose(held, new LeaseLostError([held.id]))) return
+    this.claims.drop(held)
+    this.emit('leaseLost', held.message)
+  }
+}
+
+/**
+ * The lease of one claimed message, as the LeaseKeeper keeps it. A class, so that `onLost` is a
+ * method rather than a closure per message.
+ */
+class MessageLease<P> implements HeldLease {
+  readonly id: string
+  readonly lease: string
+  readonly leaseMs: number
+  expiresAt: number
+  completing = false
+
+  constructor(
+    readonly message: Message<P>,
+    private readonly lost: (held: MessageLease<P>) => void,
+  ) {
+    this.id = message.id
+    this.lease = message.lease
+    this.leaseMs = Math.max(1, message.leaseExpiresAt.getTime() - message.claimedAt.getTime())
+    this.expiresAt = Date.now() + this.leaseMs
+  }
+
+  onLost(): void {
+    this.lost(this)
   }
 }
