@@ -7,7 +7,7 @@ const PLAIN = /^[0-9a-fA-F-]+$/
  * element, when an element is anything else (an id from outside, which `ack()` accepts as any
  * string, must not split into two elements at a comma). pg quotes and escapes every element of a
  * JavaScript array (`escapeElement`: two regular-expression replaces and a concatenation per
- * element): for the worker's batches of about 500 ids and 500 leases that was 1.5 µs of a
+ * element): for the worker's batches of about 500 ids and 500 leases that was 1.4 µs of a
  * message's Node CPU in the profile of the bench's end-to-end drain (bench/diagnose/node-profile.ts).
  * No letter outside a-f can appear, so no element reads as `NULL`.
  */
