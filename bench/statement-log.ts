@@ -24,8 +24,19 @@ function describe(config: unknown, values: unknown): { name: string; text: strin
   const text = typeof c === 'string' ? c : (c?.text ?? '')
   const name = (typeof c === 'object' && c?.name) || text.replace(/\s+/g, ' ').trim().slice(0, 40)
   const params = (typeof c === 'object' && c?.values) || (Array.isArray(values) ? values : [])
-  const array = params.find((p) => Array.isArray(p)) as unknown[] | undefined
-  return { name, text, params, arrayLength: array?.length }
+  return { name, text, params, arrayLength: arrayLength(params) }
+}
+
+/**
+ * The length of a statement's first array parameter: a JavaScript array, or an array literal
+ * (`{1,2,3}`, as postbox sends plain ids and leases: src/queries/array-param.ts).
+ */
+function arrayLength(params: readonly unknown[]): number | undefined {
+  for (const p of params) {
+    if (Array.isArray(p)) return p.length
+    if (typeof p === 'string' && /^\{[0-9a-fA-F,-]*\}$/.test(p)) return p === '{}' ? 0 : p.split(',').length
+  }
+  return undefined
 }
 
 /** A pg Pool of `max` connections that appends every statement to `log` while `log.enabled`. */

@@ -122,6 +122,20 @@ describe('ack', () => {
     await t.postbox.ack([])
   })
 
+  it('an id that is not a plain number acks nothing, even one that reads as two array elements', async () => {
+    await t.postbox.createQueue('r-ack-odd')
+    await t.postbox.sendBatch('r-ack-odd', [1, 2])
+    const [a, b] = await t.postbox.receive('r-ack-odd', { max: 2 })
+    const before = await snapshot('r-ack-odd')
+    // Ids and leases travel as array literals when every element is plain; '1,2' must not become two.
+    const odd = { id: `${a!.id},${b!.id}`, lease: a!.lease }
+    await expect(t.postbox.ack(odd)).rejects.toThrow()
+    await expect(t.postbox.ack([odd, { id: b!.id, lease: `${b!.lease},${a!.lease}` }])).rejects.toThrow()
+    expect(await snapshot('r-ack-odd')).toEqual(before)
+    await t.postbox.ack([a!, b!])
+    expect(await snapshot('r-ack-odd')).toEqual([])
+  })
+
   it('a batch with one lost lease acks the rest and names the lost one', async () => {
     await t.postbox.createQueue('r-ack2')
     await t.postbox.sendBatch('r-ack2', [1, 2, 3])

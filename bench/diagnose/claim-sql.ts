@@ -34,6 +34,9 @@ const { values: args } = parseArgs({
     connections: { type: 'string', default: '1,10' },
     // Writes { variant: { connections: pids } } here, to match per-backend profiles (callgrind) to variants.
     'pids-file': { type: 'string' },
+    // Runs postbox's ack with generic plans (as claim has, SET plan_cache_mode), to measure what
+    // re-planning its statements on every call costs: the wake path acks one message per call.
+    'generic-ack': { type: 'boolean', default: false },
   },
 })
 const CONNECTIONS = (args.connections ?? '1,10').split(',').map(Number)
@@ -65,6 +68,7 @@ for (const { name } of await db.sql<{ name: string }>('SELECT table_name AS name
 }
 await db.sql(`ALTER TABLE ${pbc}.messages ALTER COLUMN queue TYPE text COLLATE "C"`)
 await db.postbox.createQueue('q')
+if (args['generic-ack']) await db.sql(`ALTER FUNCTION ${pb}.ack(bigint[], uuid[]) SET plan_cache_mode = force_generic_plan`)
 
 // graphile-worker: its schema, and its claim and completion statements captured from a short run.
 const gw = await graphileWorker(db, readCpu)
@@ -189,6 +193,10 @@ const variants: Variant[] = [
   bareVariant(100),
   graphileVariant(100),
   graphileVariant(500),
+  // The wake path: an idle worker woken for one message claims it alone and acks it alone, so
+  // what a claim and an ack cost per call, rather than per row, decides the server's share.
+  postboxVariant('postbox receive(1) + ack (wake path)', pb, 1, false),
+  graphileVariant(1),
 ].filter((v) => !args.only || args.only.split(',').some((o) => v.name.includes(o)))
 
 /** Connections per variant and count, kept across rounds: a backend's first claim compiles and plans. */

@@ -16,7 +16,7 @@ import { Postbox, type Message } from '../../src/index.js'
 import { openBenchDb, POOL_SIZE } from '../bench-db.js'
 import { percentile, progress, sleep } from '../measure.js'
 import { GRAPHILE_WORKER_SETTINGS } from '../peers/graphile-worker.js'
-import { recordingPool, type LoggedStatement } from '../statement-log.js'
+import { recordingPool, summarise, type LoggedStatement } from '../statement-log.js'
 
 const { values: args } = parseArgs({ options: { sends: { type: 'string', default: '1000' }, gap: { type: 'string', default: '20' }, who: { type: 'string', default: 'postbox,graphile-worker' } } })
 const SENDS = Number(args.sends)
@@ -73,8 +73,10 @@ function stages(wakeUps: readonly WakeUp[], statements: readonly LoggedStatement
   })
 }
 
-function print(name: string, rows: ReturnType<typeof stages>, loopDelay: ReturnType<typeof monitorEventLoopDelay>) {
+function print(name: string, rows: ReturnType<typeof stages>, loopDelay: ReturnType<typeof monitorEventLoopDelay>, statements: readonly LoggedStatement[]) {
   console.log(`\n=== ${name}: ${rows.length} wake-ups, ${GAP_MS} ms apart (ms)`)
+  const perWakeUp = Object.entries(summarise(statements)).map(([n, e]) => `${n.slice(0, 48)} ${(e.count / rows.length).toFixed(2)}`)
+  console.log(`statements per wake-up: ${perWakeUp.join('; ')}`)
   const keys = Object.keys(rows[0] ?? {}) as (keyof (typeof rows)[number])[]
   console.log(`${'stage'.padEnd(40)}${['p50', 'p90', 'p99', 'max'].map((h) => h.padStart(8)).join('')}`)
   for (const k of keys) {
@@ -129,7 +131,7 @@ try {
       const statements = log.stop()
       await worker.stop()
       await postbox.close()
-      print('postbox', stages(wakeUps, statements, (n) => n.endsWith(':send'), (n) => /:(ack_and_)?receive$/.test(n)), loopDelay)
+      print('postbox', stages(wakeUps, statements, (n) => /:send(:[0-9a-f]{12})?$/.test(n), (n) => /:(ack_and_)?claim(:[0-9a-f]{12})?$/.test(n)), loopDelay, statements)
     } else if (who === 'graphile-worker') {
       const schema = `gw_stages_${process.pid}`
       const logger = new Logger(() => () => {})
@@ -158,7 +160,7 @@ try {
       await runner.stop()
       await utils.release()
       await db.sql(`DROP SCHEMA ${schema} CASCADE`)
-      print('graphile-worker', stages(wakeUps, statements, (n) => /add_job/i.test(n), (n) => n.startsWith('get_job')), loopDelay)
+      print('graphile-worker', stages(wakeUps, statements, (n) => /add_job/i.test(n), (n) => n.startsWith('get_job')), loopDelay, statements)
     }
     await pool.end()
   }

@@ -1,5 +1,6 @@
 import type { Executor } from '../db/executor.js'
 import type { SchemaName } from '../schema-name.js'
+import { arrayParam } from './array-param.js'
 import type { MessageRow } from './message-row.js'
 
 // One function per statement. Each is a single round trip; the SQL functions they call live in
@@ -143,7 +144,7 @@ export async function ackAndReceive(
        FROM ${s.sql}.ack($4::bigint[], $5::uuid[]) AS a(id)
      UNION ALL
      SELECT NULL, $1::text, c.* FROM ${s.sql}.claim($1, $2, $3 * interval '1 millisecond') c`,
-    [queue, max, visibilityTimeoutMs, acks.ids, acks.leases],
+    [queue, max, visibilityTimeoutMs, arrayParam(acks.ids), arrayParam(acks.leases)],
     statement(s, 'ack_and_claim'),
   )
   const [first, ...claimed] = rows
@@ -152,7 +153,7 @@ export async function ackAndReceive(
 
 /** Acks deliveries fenced by their leases; returns the ids acked. */
 export async function ack(db: Executor, s: SchemaName, ids: readonly string[], leases: readonly string[]): Promise<string[]> {
-  const { rows } = await db.query<{ id: string }>(`SELECT ack AS id FROM ${s.sql}.ack($1::bigint[], $2::uuid[])`, [ids, leases], statement(s, 'ack'))
+  const { rows } = await db.query<{ id: string }>(`SELECT ack AS id FROM ${s.sql}.ack($1::bigint[], $2::uuid[])`, [arrayParam(ids), arrayParam(leases)], statement(s, 'ack'))
   return rows.map((row) => row.id)
 }
 
@@ -175,7 +176,7 @@ export async function nack(
 export async function extend(db: Executor, s: SchemaName, ids: readonly string[], leases: readonly string[], durationMs: number): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>(
     `SELECT extend AS id FROM ${s.sql}.extend($1::bigint[], $2::uuid[], $3 * interval '1 millisecond')`,
-    [ids, leases, durationMs],
+    [arrayParam(ids), arrayParam(leases), durationMs],
     statement(s, 'extend'),
   )
   return rows.map((row) => row.id)
@@ -183,7 +184,7 @@ export async function extend(db: Executor, s: SchemaName, ids: readonly string[]
 
 /** Gives deliveries back, visible at once; returns the ids released. */
 export async function release(db: Executor, s: SchemaName, ids: readonly string[], leases: readonly string[]): Promise<string[]> {
-  const { rows } = await db.query<{ id: string }>(`SELECT release AS id FROM ${s.sql}.release($1::bigint[], $2::uuid[])`, [ids, leases], statement(s, 'release'))
+  const { rows } = await db.query<{ id: string }>(`SELECT release AS id FROM ${s.sql}.release($1::bigint[], $2::uuid[])`, [arrayParam(ids), arrayParam(leases)], statement(s, 'release'))
   return rows.map((row) => row.id)
 }
 

@@ -2,6 +2,35 @@ import type { Executor } from '../db/executor.js'
 import type { SchemaName } from '../schema-name.js'
 import { statement } from './messages.js'
 
+/** What arming a wait learns: whether senders have settled, and when a full rate window reopens. */
+export interface ArmedWait {
+  /** False while a sender may still be inside a transaction that sent to one of the queues. */
+  settled: boolean
+  /**
+   * Milliseconds until the first full rate window of the queues has room again (a throttled key,
+   * or a queue's own rate), or null when none is full. No NOTIFY says that a window moved on, so
+   * a consumer of a rate-limited queue sleeps no longer than this.
+   */
+  reopensInMs: number | null
+}
+
+interface ArmedWaitRow {
+  settled: boolean | null
+  reopens_ms: number | null
+}
+
+const armedWait = (row: ArmedWaitRow | undefined): ArmedWait => ({ settled: row?.settled ?? true, reopensInMs: row?.reopens_ms ?? null })
+
+/**
+ * The rate-window look-up that arming a wait carries (see {@link ArmedWait}), over the queues
+ * in parameter `param`. A statement of its own on every idle cycle before (it ran beside the
+ * wait, one per wake-up of an idle worker, whether the queue had a rate limit or not); now an
+ * index probe inside the statement that arms the wait anyway.
+ */
+const reopensMs = (s: SchemaName, param: string) =>
+  `(SELECT (extract(epoch FROM min(w.free_at) - now()) * 1000)::float8
+     FROM ${s.sql}.rate_windows w WHERE w.queue = ANY (${param}) AND w.free_at > now()) AS reopens_ms`
+
 /**
  * Records that this listener waits on `stale` until ttl from now and has not been told yet, so
  * the next sender NOTIFYs, and tells in the same statement whether senders have settled on
@@ -27,8 +56,8 @@ export async function registerWaiter(
   listener: string,
   ttlMs: number,
   queues: readonly string[],
-): Promise<boolean> {
-  const { rows } = await db.query<{ settled: boolean | null }>(
+): Promise<ArmedWait> {
+  const { rows } = await db.query<ArmedWaitRow>(
     `WITH expired AS (
        DELETE FROM ${s.sql}.waiters w
        USING (SELECT queue, listener FROM ${s.sql}.waiters
@@ -46,11 +75,11 @@ export async function registerWaiter(
        WHERE NOT EXISTS (SELECT 1 FROM ${s.sql}.waiters w WHERE w.queue = q AND w.listener = $2)
        ON CONFLICT (queue, listener) DO NOTHING
      )
-     SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled FROM unnest($4::text[]) q`,
+     SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled, ${reopensMs(s, '$4')} FROM unnest($4::text[]) q`,
     [stale, listener, ttlMs, queues],
     statement(s, 'register_waiter'),
   )
-  return rows[0]?.settled ?? true
+  return armedWait(rows[0])
 }
 
 /** Says this listener no longer waits on the queues (it is closing). */
@@ -63,11 +92,11 @@ export async function unregisterWaiter(db: Executor, s: SchemaName, queues: read
  * the queue's wake_key lock shared until it commits, so the exclusive try-lock fails while one
  * does. Taken and released in this one statement.
  */
-export async function sendersSettled(db: Executor, s: SchemaName, queues: readonly string[]): Promise<boolean> {
-  const { rows } = await db.query<{ settled: boolean }>(
-    `SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled FROM unnest($1::text[]) q`,
+export async function sendersSettled(db: Executor, s: SchemaName, queues: readonly string[]): Promise<ArmedWait> {
+  const { rows } = await db.query<ArmedWaitRow>(
+    `SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled, ${reopensMs(s, '$1')} FROM unnest($1::text[]) q`,
     [queues],
     statement(s, 'senders_settled'),
   )
-  return rows[0]?.settled ?? true
+  return armedWait(rows[0])
 }

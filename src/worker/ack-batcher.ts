@@ -65,16 +65,17 @@ export class AckBatcher implements Completer<Delivery> {
   }
 
   /**
-   * Says whether a claim is expected soon (the claim loop has a backlog). While one is, acks wait
-   * for it (up to RIDING_DELAY_MS) rather than flush after `delayMs` in a statement of their own:
-   * at 2 ms, a busy worker wrote about as many ack statements as claims, of 20 ids each.
+   * Says whether a claim is expected soon (the claim loop has a backlog, or lingers before its
+   * next claim). While one is, acks wait for it (up to RIDING_DELAY_MS) rather than flush after
+   * `delayMs` in a statement of their own: at 2 ms, a busy worker wrote about as many ack
+   * statements as claims, of 20 ids each.
    */
   expectClaims(expected: boolean): void {
     if (this.claimsExpected === expected) return
     this.claimsExpected = expected
-    if (!expected && this.timer !== undefined) {
+    if (this.timer !== undefined) {
       clearTimeout(this.timer)
-      this.timer = setTimeout(() => this.flush(), this.delayMs)
+      this.timer = setTimeout(() => this.flush(), expected ? RIDING_DELAY_MS : this.delayMs)
     }
   }
 

@@ -9,7 +9,8 @@ import { ThroughputMeter } from './throughput-meter.js'
 export interface RunEvents<D> {
   received: [delivery: D]
   completed: [delivery: D, info: { durationMs: number }]
-  failed: [delivery: D, error: unknown]
+  /** `info.durationMs`: from the handler's start to its failure. */
+  failed: [delivery: D, error: unknown, info: { durationMs: number }]
   retried: [delivery: D, error: unknown]
   deadLettered: [delivery: D, error: unknown]
   leaseLost: [delivery: D]
@@ -48,9 +49,11 @@ export interface RunnerOptions<D, H extends Hold> {
   finished?(delivery: D): void
 }
 
-/** One handler run: the delivery, its hold, its abort signal, and where it stands. */
-export class Run<D, H extends Hold> implements HandlerRun<D>, Held<D, H> {
-  readonly controller = new LazyAbort()
+/**
+ * One handler run: the delivery, its hold, its abort signal (made only when read: a run is its
+ * own {@link LazyAbort}, one object per message fewer), and where it stands.
+ */
+export class Run<D, H extends Hold> extends LazyAbort implements HandlerRun<D>, Held<D, H> {
   /** Settles when the run is over: completed, failed and recorded, or dropped. Set by `start`. */
   done!: Promise<void>
   /** Set when the hold was lost while the handler ran: its result is dropped. */
@@ -64,11 +67,8 @@ export class Run<D, H extends Hold> implements HandlerRun<D>, Held<D, H> {
     private readonly runner: HandlerRunner<D, H>,
     readonly delivery: D,
     readonly hold: H,
-  ) {}
-
-  /** The handler's `ctx.signal`. */
-  get signal(): AbortSignal {
-    return this.controller.signal
+  ) {
+    super()
   }
 
   get abandoned(): boolean {
@@ -137,7 +137,7 @@ export class HandlerRunner<D, H extends Hold> {
     for (const run of this.running) {
       if (run.hold !== hold) continue
       run.lost = true
-      run.controller.abort(reason)
+      run.abort(reason)
       return true
     }
     return false
@@ -155,7 +155,7 @@ export class HandlerRunner<D, H extends Hold> {
     finished.abort()
     return [...this.running].filter((r) => !r.released).map((r) => {
       r.released = true
-      r.controller.abort(new Error('worker stopped'))
+      r.abort(new Error('worker stopped'))
       return r
     })
   }
@@ -167,8 +167,13 @@ export class HandlerRunner<D, H extends Hold> {
    */
   callHandler(run: Run<D, H>, tx: unknown): Promise<void> {
     const race = !this.o.completer.holdsConnection
-    const called = callWithTimeout(() => this.o.invoke(run, tx), run.controller, this.o.handlerTimeoutMs, race)
+    const called = this.o.handlerTimeoutMs === null ? this.invoke(run, tx) : callWithTimeout(() => this.o.invoke(run, tx), run, this.o.handlerTimeoutMs, race)
     return race ? called.finally(() => this.vacate(run)) : called
+  }
+
+  /** Calls the handler without a timeout; a handler that throws rejects rather than throws. */
+  private async invoke(run: Run<D, H>, tx: unknown): Promise<void> {
+    await this.o.invoke(run, tx)
   }
 
   private async handle(run: Run<D, H>): Promise<void> {
@@ -185,7 +190,7 @@ export class HandlerRunner<D, H extends Hold> {
       }
       if (run.released) return
       this.vacate(run)
-      await this.fail(run.delivery, error)
+      await this.fail(run.delivery, error, Date.now() - started)
     }
   }
 
@@ -197,8 +202,8 @@ export class HandlerRunner<D, H extends Hold> {
     this.o.vacated()
   }
 
-  private async fail(delivery: D, error: unknown): Promise<void> {
-    this.o.events.emit('failed', delivery, error)
+  private async fail(delivery: D, error: unknown, durationMs: number): Promise<void> {
+    this.o.events.emit('failed', delivery, error, { durationMs })
     const outcome = await this.o.completer.fail(delivery, error).catch((failError: unknown) => {
       this.o.report(failError)
       return 'unknown' as const

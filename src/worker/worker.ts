@@ -1,21 +1,22 @@
 import { EventEmitter } from 'node:events'
 import type { Database } from '../db/database.js'
 import { describeError } from '../describe-error.js'
-import { toMilliseconds } from '../duration.js'
 import { LeaseLostError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { WakeUps } from '../notify/wake-ups.js'
-import { extend, releaseDeliveries } from '../queue/consumer.js'
+import { releaseDeliveries } from '../queue/consumer.js'
 import { queueNameOf, type QueueRef } from '../queue/define-queue.js'
 import type { Message } from '../queue/message.js'
 import type { SchemaName } from '../schema-name.js'
 import { inConsumerSpan } from '../tracing/consumer-span.js'
+import { tracerProviderRegistered } from '../tracing/sdk-registered.js'
 import { AckBatcher } from './ack-batcher.js'
 import { ClaimLoop } from './claim-loop.js'
 import { ConsumerLifecycle } from './consumer-lifecycle.js'
-import type { Handler, HandlerContext } from './handler.js'
-import { HandlerRunner, type Held, type Run, type RunnerOptions } from './handler-runner.js'
+import type { Handler } from './handler.js'
+import { HandlerRunner, type Held, type RunnerOptions } from './handler-runner.js'
 import { LeaseKeeper, type HeldLease } from './lease-keeper.js'
+import { MessageContext } from './message-context.js'
 import { TransactionalAck } from './transactional-ack.js'
 import type { WorkerEvents } from './worker-events.js'
 import type { StopOptions, WorkerSettings } from './worker-options.js'
@@ -62,9 +63,13 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
       concurrency: settings.concurrency,
       handlerTimeoutMs: settings.handlerTimeoutMs,
       completer,
-      // The handler runs in a consumer span whose parent is the trace context the message carries
-      // (a no-op check without an OpenTelemetry SDK).
-      invoke: (run, tx) => inConsumerSpan(run.delivery, async () => handler(run.delivery, this.context(run, tx))),
+      // The handler runs in a consumer span whose parent is the trace context the message carries;
+      // without an OpenTelemetry SDK it is called directly (no closure, no promise of the span's).
+      invoke: (run, tx) => {
+        const ctx = new MessageContext<P, Tx>(run, tx as Tx | undefined, db, schema)
+        if (!tracerProviderRegistered()) return handler(run.delivery, ctx)
+        return inConsumerSpan(run.delivery, async () => handler(run.delivery, ctx))
+      },
       // The runner's events are the worker's, under the same names, for messages of this worker's type.
       events: this as unknown as RunnerOptions<Message<P>, HeldLease>['events'],
       report,
@@ -153,34 +158,41 @@ export class Worker<P = unknown, Tx = unknown> extends EventEmitter<WorkerEvents
 
   /** Starts keeping a claimed message's lease; if it is lost, the handler (if running) is aborted. */
   private hold(message: Message<P>): HeldLease {
-    const leaseMs = Math.max(1, message.leaseExpiresAt.getTime() - message.claimedAt.getTime())
-    const held: HeldLease = {
-      id: message.id,
-      lease: message.lease,
-      leaseMs,
-      expiresAt: Date.now() + leaseMs,
-      completing: false,
-      onLost: () => {
-        if (this.runner.lose(held, new LeaseLostError([message.id]))) return
-        this.claims.drop(held)
-        this.emit('leaseLost', message)
-      },
-    }
+    const held = new MessageLease(message, this.leaseLost)
     this.keeper.add(held)
     return held
   }
 
-  private context(run: Run<Message<P>, HeldLease>, tx: unknown): HandlerContext<Tx> {
-    const { db, schema } = this.deps
-    return {
-      get signal() {
-        return run.signal
-      },
-      tx: tx as Tx | undefined,
-      extend: async (duration) => {
-        await extend(db, schema, run.delivery, duration)
-        run.hold.expiresAt = Date.now() + (toMilliseconds(duration) ?? 0)
-      },
-    }
+  /** A kept lease turned out lost: abort its handler, or take it out of the buffer if not started. */
+  private readonly leaseLost = (held: MessageLease<P>): void => {
+    if (this.runner.lose(held, new LeaseLostError([held.id]))) return
+    this.claims.drop(held)
+    this.emit('leaseLost', held.message)
+  }
+}
+
+/**
+ * The lease of one claimed message, as the LeaseKeeper keeps it. A class, so that `onLost` is a
+ * method rather than a closure per message.
+ */
+class MessageLease<P> implements HeldLease {
+  readonly id: string
+  readonly lease: string
+  readonly leaseMs: number
+  expiresAt: number
+  completing = false
+
+  constructor(
+    readonly message: Message<P>,
+    private readonly lost: (held: MessageLease<P>) => void,
+  ) {
+    this.id = message.id
+    this.lease = message.lease
+    this.leaseMs = Math.max(1, message.leaseExpiresAt.getTime() - message.claimedAt.getTime())
+    this.expiresAt = Date.now() + this.leaseMs
+  }
+
+  onLost(): void {
+    this.lost(this)
   }
 }
