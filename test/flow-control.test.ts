@@ -129,6 +129,24 @@ describe('maxInFlight', { timeout: 180_000 }, () => {
     }
   })
 
+  it('messages in flight when a cap is set or changed count against it', async () => {
+    await t.postbox.createQueue('capped-later')
+    await t.postbox.sendBatch('capped-later', [1, 2, 3, 4, 5, 6].map((n) => ({ n })))
+    const early = await t.postbox.receive('capped-later', { max: 3, visibilityTimeout: '1h' })
+    expect(early).toHaveLength(3)
+    // Three in flight already: a cap of 3 leaves no room, and one of 4 leaves one.
+    await t.postbox.updateQueue('capped-later', { maxInFlight: 3 })
+    expect(await t.postbox.receive('capped-later', { max: 3 })).toEqual([])
+    await t.postbox.updateQueue('capped-later', { maxInFlight: 4 })
+    const one = await t.postbox.receive('capped-later', { max: 3, visibilityTimeout: '1h' })
+    expect(one).toHaveLength(1)
+    // Acking two of the early ones frees two places, and not more.
+    await t.postbox.ack(early.slice(0, 2))
+    expect(await t.postbox.receive('capped-later', { max: 3, visibilityTimeout: '1h' })).toHaveLength(2)
+    expect(await t.postbox.receive('capped-later', { max: 3 })).toEqual([])
+    await t.postbox.purgeQueue('capped-later')
+  })
+
   it('three worker processes never hold more than maxInFlight at once', async () => {
     await createFlowLedgers(t.pool, t.schema)
     await t.postbox.createQueue('capped', { maxInFlight: 4 })
