@@ -160,7 +160,8 @@ CREATE TABLE {{schema}}.rate_windows (
   stamps timestamp with time zone[] NOT NULL DEFAULT '{}'::timestamp with time zone[],
   counts integer[] NOT NULL DEFAULT '{}'::integer[],
   free_at timestamp with time zone NOT NULL DEFAULT '-infinity'::timestamp with time zone,
-  CONSTRAINT rate_windows_pkey PRIMARY KEY (queue, rate_key),
+  shard integer NOT NULL DEFAULT 0,
+  CONSTRAINT rate_windows_pkey PRIMARY KEY (queue, rate_key, shard),
   CONSTRAINT rate_windows_queue_fkey FOREIGN KEY (queue) REFERENCES {{schema}}.queues(name) ON DELETE CASCADE
 );
 
@@ -1169,6 +1170,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.flow_gate(queue text, max integer, OUT all
  RETURNS record
  LANGUAGE plpgsql
 AS $function$
+-- 0013 (from 0008): the queue's window is shards: none with room as this snapshot sees it, no claim.
 DECLARE
   f {{schema}}.queue_flow;
 BEGIN
@@ -1183,10 +1185,11 @@ BEGIN
     RETURN;
   END IF;
   allowance := least(max, f.max_in_flight);
-  IF f.rate_limit IS NOT NULL THEN
-    allowance := least(allowance, coalesce(
-      (SELECT {{schema}}.rate_window_room(w.stamps, w.counts, f.rate_limit, f.rate_per, now())
-       FROM {{schema}}.rate_windows w WHERE w.queue = flow_gate.queue AND w.rate_key = ''), f.rate_limit));
+  -- 0013: no shard with room, no claim (reading their rooms here cost a claim more than the rest
+  -- of the gate: flow_take reads them under its locks).
+  IF f.rate_limit IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {{schema}}.rate_windows w
+                                              WHERE w.queue = flow_gate.queue AND w.rate_key = '' AND w.free_at <= now()) THEN
+    allowance := 0;
   END IF;
   allowance := greatest(allowance, 0);
 END $function$;
@@ -1195,7 +1198,8 @@ CREATE OR REPLACE FUNCTION {{schema}}.flow_take(queue text, ids bigint[], token 
  RETURNS bigint[]
  LANGUAGE plpgsql
 AS $function$
--- 0013 (from 0008): maxInFlight by slot rows of several places each; the lines marked 0013.
+-- 0013 (from 0008): maxInFlight by slot rows of several places each, the queue's rate by shards of
+-- its window; the lines marked 0013.
 DECLARE
   f {{schema}}.queue_flow;
   kept bigint[] := ids;
@@ -1210,18 +1214,48 @@ DECLARE
   live_ids bigint[];
   live_leases uuid[];
   given bigint[] := '{}';   -- 0013: the candidates given room so far, in claim order
+  shard_no integer;         -- 0013: a shard of the queue's rate window
+  shard_stamps timestamptz[];
+  shard_counts integer[];
+  shards integer[] := '{}'; -- 0013: the shards locked, and their room
+  shard_rooms integer[] := '{}';
 BEGIN
   SELECT * INTO f FROM {{schema}}.queue_flow x WHERE x.queue = flow_take.queue;
   IF f.rate_limit IS NOT NULL THEN
-    -- One claim at a time decides the queue's rate; the next one's statements see its commit.
-    -- (Read again under the lock: a pause or a change of limits may have committed.)
-    SELECT * INTO f FROM {{schema}}.queue_flow x WHERE x.queue = flow_take.queue FOR NO KEY UPDATE;
-    IF NOT FOUND OR f.paused THEN
+    -- 0013: the queue's rate is decided per shard of its window, each allowing its share of the
+    -- limit; a claim locks shards with room as its snapshot sees them (SKIP LOCKED, from a place
+    -- that depends on its connection) until they have room for its candidates, and reads their
+    -- room from their newest version, under the lock. When every shard with room is held by
+    -- other claims, it waits for one (holding none, it cannot wait in a circle). It never waits
+    -- for a second one.
+    IF f.paused THEN
       RETURN '{}';
     END IF;
-    cap := least(cardinality(ids), coalesce(
-      (SELECT {{schema}}.rate_window_room(w.stamps, w.counts, f.rate_limit, f.rate_per, now())
-       FROM {{schema}}.rate_windows w WHERE w.queue = flow_take.queue AND w.rate_key = ''), f.rate_limit));
+    cap := 0;
+    FOR tries IN 1..16 LOOP
+      SELECT w.shard, w.stamps, w.counts INTO shard_no, shard_stamps, shard_counts FROM {{schema}}.rate_windows w
+      WHERE w.queue = flow_take.queue AND w.rate_key = '' AND w.shard <> ALL (shards) AND w.free_at <= now()
+      ORDER BY (w.shard + pg_backend_pid()) % 16, w.shard
+      LIMIT 1
+      FOR NO KEY UPDATE SKIP LOCKED;
+      IF NOT FOUND THEN
+        EXIT WHEN cardinality(shards) > 0;
+        SELECT w.shard, w.stamps, w.counts INTO shard_no, shard_stamps, shard_counts FROM {{schema}}.rate_windows w
+        WHERE w.queue = flow_take.queue AND w.rate_key = '' AND w.free_at <= now()
+        ORDER BY (w.shard + pg_backend_pid()) % 16, w.shard
+        LIMIT 1
+        FOR NO KEY UPDATE;
+        EXIT WHEN NOT FOUND;
+      END IF;
+      -- rate_window_room, written out (a SQL function is planned at every call).
+      SELECT greatest(0, CASE WHEN max(e.s) > now() + f.rate_per THEN 0
+                              ELSE {{schema}}.rate_shard_limit(f.rate_limit, shard_no) - coalesce(sum(e.c) FILTER (WHERE e.s > now() - f.rate_per), 0) END)
+      INTO room FROM unnest(shard_stamps, shard_counts) AS e(s, c);
+      shards := shards || shard_no;
+      shard_rooms := shard_rooms || room;
+      cap := cap + room;
+      EXIT WHEN cap >= cardinality(ids);
+    END LOOP;
     IF cap <= 0 THEN
       RETURN '{}';
     END IF;
@@ -1311,7 +1345,8 @@ BEGIN
     FROM unnest(locked_keys) WITH ORDINALITY AS k(rate_key, ord)
     LEFT JOIN (SELECT m.headers ->> 'postbox-rate-key' AS rate_key, count(*)::integer AS n FROM {{schema}}.messages m
                WHERE m.id = ANY (kept) GROUP BY 1) c ON c.rate_key = k.rate_key;
-    PERFORM {{schema}}.rate_windows_record(flow_take.queue, locked_keys, taken_counts, f.key_rate_limit, f.key_rate_per, now());
+    PERFORM {{schema}}.rate_windows_record(flow_take.queue, locked_keys, array_fill(0, ARRAY[cardinality(locked_keys)]), taken_counts,
+      array_fill(f.key_rate_limit, ARRAY[cardinality(locked_keys)]), f.key_rate_per, now());
     -- Now and then, rows of keys whose window is empty go: they hold nothing a claim needs. (Not
     -- the keys of this claim: one inserted just now is empty until it is recorded.)
     IF random() < 0.01 THEN
@@ -1329,10 +1364,15 @@ BEGIN
     RETURN kept;
   END IF;
   IF f.rate_limit IS NOT NULL THEN
-    -- The queue-wide window: this claim holds the queue_flow row, so no other claim writes it now.
-    INSERT INTO {{schema}}.rate_windows (queue, rate_key) VALUES (flow_take.queue, '')
-    ON CONFLICT ON CONSTRAINT rate_windows_pkey DO NOTHING;
-    PERFORM {{schema}}.rate_windows_record(flow_take.queue, ARRAY[''], ARRAY[cardinality(kept)], f.rate_limit, f.rate_per, now());
+    -- 0013: the claims go into the locked shards, each up to its room, in the order they were locked.
+    PERFORM {{schema}}.rate_windows_record(flow_take.queue, array_fill(''::text, ARRAY[cardinality(x.shards)]), x.shards, x.n, x.lims,
+      f.rate_per, now())
+    FROM (SELECT array_agg(r.shard ORDER BY r.ord) AS shards, array_agg(r.n ORDER BY r.ord) AS n,
+                 array_agg({{schema}}.rate_shard_limit(f.rate_limit, r.shard) ORDER BY r.ord) AS lims
+          FROM (SELECT u.shard, u.ord, least(u.room, cardinality(kept) - (sum(u.room) OVER (ORDER BY u.ord) - u.room))::integer AS n
+                FROM unnest(shards, shard_rooms) WITH ORDINALITY AS u(shard, room, ord)) r
+          WHERE r.n > 0) x
+    WHERE x.shards IS NOT NULL;
   END IF;
   -- (A place given to a message that claim_groups then refuses is free again at once: the
   -- message does not hold this token.)
@@ -1774,6 +1814,56 @@ BEGIN
     MESSAGE = format('unrouted must be ''count'' or ''error'', got %s', coalesce(quote_literal(unrouted), 'NULL'));
 END $function$;
 
+CREATE OR REPLACE FUNCTION {{schema}}.rate_shard_limit(lim integer, shard integer)
+ RETURNS integer
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+  SELECT lim / least(lim, 16) + CASE WHEN shard < lim % least(lim, 16) THEN 1 ELSE 0 END
+$function$;
+
+CREATE OR REPLACE FUNCTION {{schema}}.rate_shards_make(queue text, lim integer, per interval)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', '{{schema_name}}', 'pg_temp'
+AS $function$
+#variable_conflict use_variable
+DECLARE
+  stamps timestamptz[];
+  counts integer[];
+BEGIN
+  WITH old AS (
+    DELETE FROM rate_windows w WHERE w.queue = queue AND w.rate_key = '' RETURNING w.stamps, w.counts
+  )
+  SELECT array_agg(e.s ORDER BY e.s DESC), array_agg(e.c ORDER BY e.s DESC) INTO stamps, counts
+  FROM (SELECT x.s, sum(x.c)::integer AS c FROM old o CROSS JOIN LATERAL unnest(o.stamps, o.counts) AS x(s, c)
+        WHERE x.s > now() - 2 * per AND x.c > 0 GROUP BY x.s) e;
+  IF lim IS NULL THEN
+    RETURN;
+  END IF;
+  INSERT INTO rate_windows (queue, rate_key, shard, stamps, counts)
+  SELECT queue, '', r.shard,
+         coalesce((SELECT array_agg(e.s ORDER BY e.s) FROM (
+                     SELECT x.s, least(x.hi, r.hi) - greatest(x.hi - x.c, r.lo) AS c
+                     FROM (SELECT u.s, u.c, sum(u.c) OVER (ORDER BY u.ord) AS hi
+                           FROM unnest(stamps, counts) WITH ORDINALITY AS u(s, c, ord)) x) e WHERE e.c > 0), '{}'),
+         coalesce((SELECT array_agg(e.c::integer ORDER BY e.s) FROM (
+                     SELECT x.s, least(x.hi, r.hi) - greatest(x.hi - x.c, r.lo) AS c
+                     FROM (SELECT u.s, u.c, sum(u.c) OVER (ORDER BY u.ord) AS hi
+                           FROM unnest(stamps, counts) WITH ORDINALITY AS u(s, c, ord)) x) e WHERE e.c > 0), '{}')
+  FROM (
+    -- Shard i takes the claims numbered lo to hi (newest first); the last takes all the rest.
+    SELECT g.shard, sum(rate_shard_limit(lim, g.shard)) OVER (ORDER BY g.shard) - rate_shard_limit(lim, g.shard) AS lo,
+           CASE WHEN g.shard = least(lim, 16) - 1 THEN 2147483647
+                ELSE sum(rate_shard_limit(lim, g.shard)) OVER (ORDER BY g.shard) END AS hi
+    FROM generate_series(0, least(lim, 16) - 1) AS g(shard)
+  ) r;
+  -- free_at of each row, from what it holds.
+  PERFORM rate_windows_record(queue, array_fill(''::text, ARRAY[least(lim, 16)]), ARRAY(SELECT generate_series(0, least(lim, 16) - 1)),
+    array_fill(0, ARRAY[least(lim, 16)]), ARRAY(SELECT rate_shard_limit(lim, g) FROM generate_series(0, least(lim, 16) - 1) AS g ORDER BY g),
+    per, now());
+END $function$;
+
 CREATE OR REPLACE FUNCTION {{schema}}.rate_window_room(stamps timestamp with time zone[], counts integer[], lim integer, per interval, at timestamp with time zone)
  RETURNS integer
  LANGUAGE sql
@@ -1783,37 +1873,39 @@ AS $function$
   FROM unnest(stamps, counts) AS e(s, c)
 $function$;
 
-CREATE OR REPLACE FUNCTION {{schema}}.rate_windows_record(queue text, keys text[], n integer[], lim integer, per interval, at timestamp with time zone)
+CREATE OR REPLACE FUNCTION {{schema}}.rate_windows_record(queue text, keys text[], shards integer[], n integer[], lims integer[], per interval, at timestamp with time zone)
  RETURNS void
- LANGUAGE sql
+ LANGUAGE plpgsql
 AS $function$
+BEGIN
   WITH given AS MATERIALIZED (
-    SELECT g.rate_key, g.n FROM unnest(keys, n) AS g(rate_key, n)
+    SELECT g.rate_key, g.shard, g.n, g.lim FROM unnest(keys, shards, n, lims) AS g(rate_key, shard, n, lim)
   ), entries AS (
-    SELECT w.rate_key, e.s, e.c
-    FROM {{schema}}.rate_windows w JOIN given g ON g.rate_key = w.rate_key
+    SELECT w.rate_key, w.shard, e.s, e.c
+    FROM {{schema}}.rate_windows w JOIN given g ON g.rate_key = w.rate_key AND g.shard = w.shard
     CROSS JOIN LATERAL unnest(w.stamps, w.counts) AS e(s, c)
     WHERE w.queue = rate_windows_record.queue AND e.s > at - 2 * per AND e.c > 0
     UNION ALL
-    SELECT g.rate_key, to_timestamp(ceil(extract(epoch FROM at) * 20 / extract(epoch FROM per)) * extract(epoch FROM per) / 20), g.n
+    SELECT g.rate_key, g.shard, to_timestamp(ceil(extract(epoch FROM at) * 20 / extract(epoch FROM per)) * extract(epoch FROM per) / 20), g.n
     FROM given g WHERE g.n > 0
   ), merged AS (
-    SELECT e.rate_key, e.s, sum(e.c)::integer AS c FROM entries e GROUP BY e.rate_key, e.s
+    SELECT e.rate_key, e.shard, e.s, sum(e.c)::integer AS c FROM entries e GROUP BY e.rate_key, e.shard, e.s
   ), running AS (
-    SELECT m.rate_key, m.s, m.c,
-           sum(m.c) FILTER (WHERE m.s > at - per) OVER (PARTITION BY m.rate_key ORDER BY m.s ROWS UNBOUNDED PRECEDING) AS cum,
-           sum(m.c) FILTER (WHERE m.s > at - per) OVER (PARTITION BY m.rate_key) AS total
+    SELECT m.rate_key, m.shard, m.s, m.c,
+           sum(m.c) FILTER (WHERE m.s > at - per) OVER (PARTITION BY m.rate_key, m.shard ORDER BY m.s ROWS UNBOUNDED PRECEDING) AS cum,
+           sum(m.c) FILTER (WHERE m.s > at - per) OVER (PARTITION BY m.rate_key, m.shard) AS total
     FROM merged m
   ), windows AS MATERIALIZED (
-    SELECT r.rate_key, array_agg(r.s ORDER BY r.s) AS stamps, array_agg(r.c ORDER BY r.s) AS counts,
-           coalesce(min(r.s + per) FILTER (WHERE r.s > at - per AND r.total >= lim AND r.cum >= r.total - lim + 1), '-infinity') AS free_at
-    FROM running r GROUP BY r.rate_key
+    SELECT r.rate_key, r.shard, array_agg(r.s ORDER BY r.s) AS stamps, array_agg(r.c ORDER BY r.s) AS counts,
+           coalesce(min(r.s + per) FILTER (WHERE r.s > at - per AND r.total >= g.lim AND r.cum >= r.total - g.lim + 1), '-infinity') AS free_at
+    FROM running r JOIN given g ON g.rate_key = r.rate_key AND g.shard = r.shard
+    GROUP BY r.rate_key, r.shard
   )
   UPDATE {{schema}}.rate_windows w
   SET stamps = coalesce(x.stamps, '{}'), counts = coalesce(x.counts, '{}'), free_at = coalesce(x.free_at, '-infinity')
-  FROM given g LEFT JOIN windows x ON x.rate_key = g.rate_key
-  WHERE w.queue = rate_windows_record.queue AND w.rate_key = g.rate_key
-$function$;
+  FROM given g LEFT JOIN windows x ON x.rate_key = g.rate_key AND x.shard = g.shard
+  WHERE w.queue = rate_windows_record.queue AND w.rate_key = g.rate_key AND w.shard = g.shard;
+END $function$;
 
 CREATE OR REPLACE FUNCTION {{schema}}.receive(queue text, max integer DEFAULT 1, visibility_timeout interval DEFAULT NULL::interval)
  RETURNS SETOF {{schema}}.messages
@@ -2206,9 +2298,12 @@ CREATE OR REPLACE FUNCTION {{schema}}.set_flow_limits(queue text, max_in_flight 
  SET search_path TO 'pg_catalog', '{{schema_name}}', 'pg_temp'
 AS $function$
 #variable_conflict use_variable
--- 0013 (from 0008): a new cap makes the slot rows again (flight_slots_make).
+-- 0013 (from 0008): a new cap makes the slot rows again (flight_slots_make), a new rate the shards
+-- of the queue's window (rate_shards_make).
 DECLARE
   had_max integer;
+  had_rate integer;
+  had_per interval;
 BEGIN
   PERFORM require_queue(queue);
   IF max_in_flight < 1 THEN
@@ -2222,7 +2317,7 @@ BEGIN
   ELSIF (rate_limit IS NULL) <> (rate_per IS NULL) OR (key_rate_limit IS NULL) <> (key_rate_per IS NULL) THEN
     RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'a rate limit needs both a limit and a period';
   END IF;
-  SELECT f.max_in_flight INTO had_max FROM queue_flow f WHERE f.queue = queue FOR NO KEY UPDATE;
+  SELECT f.max_in_flight, f.rate_limit, f.rate_per INTO had_max, had_rate, had_per FROM queue_flow f WHERE f.queue = queue FOR NO KEY UPDATE;
   INSERT INTO queue_flow AS f (queue, max_in_flight, rate_limit, rate_per, key_rate_limit, key_rate_per)
   VALUES (queue, max_in_flight, rate_limit, rate_per, key_rate_limit, key_rate_per)
   ON CONFLICT ON CONSTRAINT queue_flow_pkey DO UPDATE SET max_in_flight = excluded.max_in_flight, rate_limit = excluded.rate_limit,
@@ -2231,8 +2326,8 @@ BEGIN
   IF max_in_flight IS DISTINCT FROM had_max THEN
     PERFORM flight_slots_make(queue, max_in_flight);
   END IF;
-  IF rate_limit IS NULL THEN
-    DELETE FROM rate_windows w WHERE w.queue = queue AND w.rate_key = '';
+  IF rate_limit IS DISTINCT FROM had_rate OR rate_per IS DISTINCT FROM had_per THEN
+    PERFORM rate_shards_make(queue, rate_limit, coalesce(rate_per, had_per, interval '0'));
   END IF;
   IF key_rate_limit IS NULL THEN
     DELETE FROM rate_windows w WHERE w.queue = queue AND w.rate_key <> '';
