@@ -549,6 +549,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.claim(queue text, max integer DEFAULT 1, v
  LANGUAGE plpgsql
  SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
+-- 0013 (from 0008): a key's window is several rows; its messages wait when all of them are full.
 -- 0008 (from 0007): flow control, the lines marked "flow:" (see the migration's header).
 #variable_conflict use_column
 DECLARE
@@ -614,9 +615,10 @@ BEGIN
                       WHERE g.queue = m.queue AND g.group_key = m.group_key AND g.id < m.id)
           AND NOT EXISTS (SELECT 1 FROM {{schema}}.group_leases l
                           WHERE l.queue = m.queue AND l.group_key = m.group_key AND l.message_id <> m.id AND l.expires_at > now())))
-        -- flow: a rate key whose window is full waits, unlocked and untouched.
-        AND (NOT flow_keyed OR NOT EXISTS (SELECT 1 FROM {{schema}}.rate_windows w WHERE w.queue = m.queue
-               AND w.rate_key = m.headers ->> 'postbox-rate-key' AND w.free_at > now()) AND m.id <> ALL (flow_refused))
+        -- flow: a rate key whose window is full waits, unlocked and untouched. 0013: full when
+        -- every row of its window is.
+        AND (NOT flow_keyed OR coalesce((SELECT min(w.free_at) FROM {{schema}}.rate_windows w WHERE w.queue = m.queue
+               AND w.rate_key = m.headers ->> 'postbox-rate-key'), '-infinity') <= now() AND m.id <> ALL (flow_refused))
       ORDER BY m.priority DESC, m.available_at, m.id
       LIMIT coalesce(flow_allowance, max) - taken -- flow: flow_allowance <= max
       FOR UPDATE OF m SKIP LOCKED
@@ -1205,7 +1207,6 @@ DECLARE
   kept bigint[] := ids;
   keys text[];
   locked_keys text[];
-  taken_counts integer[];
   cap integer;
   slot_no integer;          -- 0013: the slot row being filled
   visited integer[] := '{}';
@@ -1219,6 +1220,15 @@ DECLARE
   shard_counts integer[];
   shards integer[] := '{}'; -- 0013: the shards locked, and their room
   shard_rooms integer[] := '{}';
+  key_shards integer;       -- 0013: the shards of each key's window, and this connection's
+  own_shard integer;
+  id_keys text[];           -- 0013: the rate key of each candidate
+  locked_shards integer[];  -- 0013: the key rows locked (locked_keys, locked_shards) and their room
+  locked_rooms integer[];
+  short_keys text[];
+  more_keys text[];
+  more_shards integer[];
+  more_rooms integer[];
 BEGIN
   SELECT * INTO f FROM {{schema}}.queue_flow x WHERE x.queue = flow_take.queue;
   IF f.rate_limit IS NOT NULL THEN
@@ -1264,41 +1274,81 @@ BEGIN
     END IF;
   END IF;
   IF f.key_rate_limit IS NOT NULL THEN
-    SELECT array_agg(DISTINCT m.headers ->> 'postbox-rate-key' COLLATE "C") INTO keys
-    FROM {{schema}}.messages m WHERE m.id = ANY (ids) AND m.headers ? 'postbox-rate-key';
+    -- 0013: a key's window is up to 16 rows too (shard 0..least(limit, 16) - 1, each allowing its
+    -- share of the key's limit), and a connection has its own shard of every key (its backend pid
+    -- modulo the shards): claims of different connections far from a key's limit do not meet on
+    -- one row. Candidates' keys are read once.
+    key_shards := least(f.key_rate_limit, 16);
+    own_shard := pg_backend_pid() % key_shards;
+    SELECT array_agg(m.headers ->> 'postbox-rate-key' ORDER BY p.ord) INTO id_keys
+    FROM unnest(ids) WITH ORDINALITY AS p(id, ord) JOIN {{schema}}.messages m ON m.id = p.id;
+    SELECT array_agg(DISTINCT k COLLATE "C") INTO keys FROM unnest(id_keys) AS k WHERE k IS NOT NULL;
     IF keys IS NOT NULL THEN
-      -- A key seen for the first time gets its row. Inserted in one order (bytewise), so two
-      -- claims inserting the same new keys wait for each other one way only.
-      INSERT INTO {{schema}}.rate_windows (queue, rate_key)
-      SELECT flow_take.queue, k FROM unnest(keys) AS k
-      WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.rate_windows w WHERE w.queue = flow_take.queue AND w.rate_key = k)
-      ORDER BY k COLLATE "C"
+      -- A key seen for the first time (or whose rows went idle and were dropped) gets all its
+      -- rows. Inserted in one order (bytewise), so two claims inserting the same new keys wait
+      -- for each other one way only.
+      INSERT INTO {{schema}}.rate_windows (queue, rate_key, shard)
+      SELECT flow_take.queue, k, g FROM unnest(keys) AS k CROSS JOIN generate_series(0, key_shards - 1) AS g
+      -- (A scalar look-up per key: as NOT EXISTS, the planner compared every key with every row of the shard.)
+      WHERE (SELECT w.shard FROM {{schema}}.rate_windows w WHERE w.queue = flow_take.queue AND w.rate_key = k AND w.shard = own_shard) IS NULL
+      ORDER BY k COLLATE "C", g
       ON CONFLICT ON CONSTRAINT rate_windows_pkey DO NOTHING;
-      -- The room of each key is read from its newest version, under the lock. Per key, the first
-      -- candidates in claim order take it; then the queue-wide cap takes the first of those.
+      -- The connection's own shard of each key, waiting for it, keys in one order (bytewise). Its
+      -- room is read from its newest version, under the lock.
       WITH locked AS (
-        SELECT w.rate_key, w.stamps, w.counts FROM {{schema}}.rate_windows w
-        WHERE w.queue = flow_take.queue AND w.rate_key = ANY (keys)
+        SELECT w.rate_key, w.shard, w.stamps, w.counts FROM {{schema}}.rate_windows w
+        WHERE w.queue = flow_take.queue AND w.rate_key = ANY (keys) AND w.shard = own_shard
         ORDER BY w.rate_key COLLATE "C"
         FOR NO KEY UPDATE
-      ), room AS (
-        -- rate_window_room, written out: a function call per key cost more than the rest of this.
-        SELECT l.rate_key,
-               (SELECT CASE WHEN max(e.s) > now() + f.key_rate_per THEN 0
-                            ELSE f.key_rate_limit - coalesce(sum(e.c) FILTER (WHERE e.s > now() - f.key_rate_per), 0) END
-                FROM unnest(l.stamps, l.counts) AS e(s, c)) AS room
-        FROM locked l
-      ), ranked AS (
-        SELECT p.id, p.ord, m.headers ->> 'postbox-rate-key' AS rate_key,
-               row_number() OVER (PARTITION BY m.headers ->> 'postbox-rate-key' ORDER BY p.ord) AS n
-        FROM unnest(ids) WITH ORDINALITY AS p(id, ord) JOIN {{schema}}.messages m ON m.id = p.id
-      ), chosen AS (
-        SELECT r.id, r.ord, r.rate_key FROM ranked r LEFT JOIN room ON room.rate_key = r.rate_key
-        WHERE r.rate_key IS NULL OR r.n <= room.room
-        ORDER BY r.ord LIMIT coalesce(cap, cardinality(ids))
       )
-      SELECT (SELECT coalesce(array_agg(c.id ORDER BY c.ord), '{}') FROM chosen c), (SELECT array_agg(rm.rate_key) FROM room rm)
-      INTO kept, locked_keys;
+      SELECT array_agg(l.rate_key), array_agg(l.shard), array_agg(l.room) INTO locked_keys, locked_shards, locked_rooms
+      FROM (SELECT l.rate_key, l.shard,
+                   -- rate_window_room, written out: a function call per key cost more than the rest of this.
+                   (SELECT greatest(0, CASE WHEN max(e.s) > now() + f.key_rate_per THEN 0
+                                            ELSE {{schema}}.rate_shard_limit(f.key_rate_limit, l.shard)
+                                                 - coalesce(sum(e.c) FILTER (WHERE e.s > now() - f.key_rate_per), 0) END)
+                    FROM unnest(l.stamps, l.counts) AS e(s, c))::integer AS room
+            FROM locked l) l;
+      -- Keys whose candidates want more than the own shard allows: their other shards with room,
+      -- those no other claim holds (SKIP LOCKED: holding rows now, this claim waits for no more).
+      SELECT array_agg(n.k) INTO short_keys
+      FROM (SELECT k, count(*) AS wanted FROM unnest(id_keys) AS k WHERE k IS NOT NULL GROUP BY k) n
+      JOIN unnest(locked_keys, locked_rooms) AS r(k, room) ON r.k = n.k
+      WHERE n.wanted > r.room;
+      IF short_keys IS NOT NULL AND key_shards > 1 THEN
+        WITH more AS (
+          SELECT w.rate_key, w.shard, w.stamps, w.counts FROM {{schema}}.rate_windows w
+          WHERE w.queue = flow_take.queue AND w.rate_key = ANY (short_keys) AND w.shard <> own_shard AND w.free_at <= now()
+          ORDER BY w.rate_key COLLATE "C", w.shard
+          FOR NO KEY UPDATE SKIP LOCKED
+        )
+        SELECT array_agg(l.rate_key), array_agg(l.shard), array_agg(l.room) INTO more_keys, more_shards, more_rooms
+        FROM (SELECT l.rate_key, l.shard,
+                     (SELECT greatest(0, CASE WHEN max(e.s) > now() + f.key_rate_per THEN 0
+                                              ELSE {{schema}}.rate_shard_limit(f.key_rate_limit, l.shard)
+                                                   - coalesce(sum(e.c) FILTER (WHERE e.s > now() - f.key_rate_per), 0) END)
+                      FROM unnest(l.stamps, l.counts) AS e(s, c))::integer AS room
+              FROM more l) l;
+        IF more_keys IS NOT NULL THEN
+          locked_keys := locked_keys || more_keys;
+          locked_shards := locked_shards || more_shards;
+          locked_rooms := locked_rooms || more_rooms;
+        END IF;
+      END IF;
+      -- Per key, the first candidates in claim order take its room (all its locked shards); then
+      -- the queue-wide cap takes the first of those.
+      WITH room AS (
+        SELECT r.k, sum(r.room) AS room FROM unnest(locked_keys, locked_rooms) AS r(k, room) GROUP BY r.k
+      ), ranked AS (
+        SELECT p.id, p.ord, p.k, row_number() OVER (PARTITION BY p.k ORDER BY p.ord) AS n
+        FROM unnest(ids, id_keys) WITH ORDINALITY AS p(id, k, ord)
+      )
+      SELECT coalesce(array_agg(c.id ORDER BY c.ord), '{}') INTO kept FROM (
+        SELECT r.id, r.ord FROM ranked r LEFT JOIN room ON room.k = r.k
+        WHERE r.k IS NULL OR r.n <= room.room
+        ORDER BY r.ord LIMIT coalesce(cap, cardinality(ids))) c;
+    ELSE
+      kept := ids[1:coalesce(cap, cardinality(ids))];
     END IF;
   END IF;
   IF f.max_in_flight IS NOT NULL AND cardinality(kept) > 0 THEN
@@ -1339,25 +1389,35 @@ BEGIN
     kept := given;
   END IF;
   IF locked_keys IS NOT NULL THEN
-    -- Every locked key's window is written again, with 0 claims when it had no room: that
-    -- refreshes free_at, so the next scans skip it.
-    SELECT array_agg(k.rate_key ORDER BY k.ord), array_agg(coalesce(c.n, 0) ORDER BY k.ord) INTO locked_keys, taken_counts
-    FROM unnest(locked_keys) WITH ORDINALITY AS k(rate_key, ord)
-    LEFT JOIN (SELECT m.headers ->> 'postbox-rate-key' AS rate_key, count(*)::integer AS n FROM {{schema}}.messages m
-               WHERE m.id = ANY (kept) GROUP BY 1) c ON c.rate_key = k.rate_key;
-    PERFORM {{schema}}.rate_windows_record(flow_take.queue, locked_keys, array_fill(0, ARRAY[cardinality(locked_keys)]), taken_counts,
-      array_fill(f.key_rate_limit, ARRAY[cardinality(locked_keys)]), f.key_rate_per, now());
-    -- Now and then, rows of keys whose window is empty go: they hold nothing a claim needs. (Not
-    -- the keys of this claim: one inserted just now is empty until it is recorded.)
+    -- Every locked row is written again, with 0 claims when it had no room: that refreshes
+    -- free_at, so the next scans skip it. 0013: a key's claims go into its locked shards, each up
+    -- to its room, in the order they were locked (its own shard first).
+    PERFORM {{schema}}.rate_windows_record(flow_take.queue, x.keys, x.shards, x.n, x.lims, f.key_rate_per, now())
+    FROM (SELECT array_agg(r.k ORDER BY r.ord) AS keys, array_agg(r.shard ORDER BY r.ord) AS shards,
+                 array_agg(greatest(0, least(r.room, coalesce(c.n, 0) - (r.before - r.room)))::integer ORDER BY r.ord) AS n,
+                 array_agg({{schema}}.rate_shard_limit(f.key_rate_limit, r.shard) ORDER BY r.ord) AS lims
+          FROM (SELECT u.k, u.shard, u.room, u.ord, sum(u.room) OVER (PARTITION BY u.k ORDER BY u.ord) AS before
+                FROM unnest(locked_keys, locked_shards, locked_rooms) WITH ORDINALITY AS u(k, shard, room, ord)) r
+          LEFT JOIN (SELECT p.k, count(*) AS n FROM unnest(ids, id_keys) AS p(id, k) WHERE p.id = ANY (kept) GROUP BY p.k) c
+            ON c.k = r.k) x;
+    -- Now and then, keys whose rows are all idle go: they hold nothing a claim needs. (Not the
+    -- keys of this claim: one inserted just now is empty until it is recorded.) A key goes
+    -- whole, or not at all: its rows are locked, skipping those a claim holds, and it goes when
+    -- all of them were.
     IF random() < 0.01 THEN
-      DELETE FROM {{schema}}.rate_windows w
-      WHERE w.queue = flow_take.queue AND (w.queue, w.rate_key) IN (
-        SELECT x.queue, x.rate_key FROM {{schema}}.rate_windows x
+      WITH idle AS (
+        SELECT x.rate_key FROM {{schema}}.rate_windows x
         -- A minute's margin: a claim whose transaction started that much earlier than this one
-        -- would find the row gone and count nothing before it.
+        -- would find the rows gone and count nothing before it.
         WHERE x.queue = flow_take.queue AND x.rate_key <> '' AND x.rate_key <> ALL (locked_keys) AND x.free_at < now() - interval '1 minute'
         AND NOT EXISTS (SELECT 1 FROM unnest(x.stamps) s WHERE s > now() - 2 * f.key_rate_per - interval '1 minute')
-        LIMIT 1000 FOR UPDATE SKIP LOCKED);
+        LIMIT 4000 FOR UPDATE SKIP LOCKED
+      ), whole AS (
+        SELECT i.rate_key FROM idle i GROUP BY i.rate_key
+        HAVING count(*) = (SELECT count(*) FROM {{schema}}.rate_windows y WHERE y.queue = flow_take.queue AND y.rate_key = i.rate_key)
+      )
+      DELETE FROM {{schema}}.rate_windows w USING whole
+      WHERE w.queue = flow_take.queue AND w.rate_key = whole.rate_key;
     END IF;
   END IF;
   IF cardinality(kept) = 0 THEN
@@ -1822,7 +1882,7 @@ AS $function$
   SELECT lim / least(lim, 16) + CASE WHEN shard < lim % least(lim, 16) THEN 1 ELSE 0 END
 $function$;
 
-CREATE OR REPLACE FUNCTION {{schema}}.rate_shards_make(queue text, lim integer, per interval)
+CREATE OR REPLACE FUNCTION {{schema}}.rate_shards_make(queue text, rate_key text, lim integer, per interval)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', '{{schema_name}}', 'pg_temp'
@@ -1833,7 +1893,7 @@ DECLARE
   counts integer[];
 BEGIN
   WITH old AS (
-    DELETE FROM rate_windows w WHERE w.queue = queue AND w.rate_key = '' RETURNING w.stamps, w.counts
+    DELETE FROM rate_windows w WHERE w.queue = queue AND w.rate_key = rate_key RETURNING w.stamps, w.counts
   )
   SELECT array_agg(e.s ORDER BY e.s DESC), array_agg(e.c ORDER BY e.s DESC) INTO stamps, counts
   FROM (SELECT x.s, sum(x.c)::integer AS c FROM old o CROSS JOIN LATERAL unnest(o.stamps, o.counts) AS x(s, c)
@@ -1842,7 +1902,7 @@ BEGIN
     RETURN;
   END IF;
   INSERT INTO rate_windows (queue, rate_key, shard, stamps, counts)
-  SELECT queue, '', r.shard,
+  SELECT queue, rate_key, r.shard,
          coalesce((SELECT array_agg(e.s ORDER BY e.s) FROM (
                      SELECT x.s, least(x.hi, r.hi) - greatest(x.hi - x.c, r.lo) AS c
                      FROM (SELECT u.s, u.c, sum(u.c) OVER (ORDER BY u.ord) AS hi
@@ -1859,7 +1919,7 @@ BEGIN
     FROM generate_series(0, least(lim, 16) - 1) AS g(shard)
   ) r;
   -- free_at of each row, from what it holds.
-  PERFORM rate_windows_record(queue, array_fill(''::text, ARRAY[least(lim, 16)]), ARRAY(SELECT generate_series(0, least(lim, 16) - 1)),
+  PERFORM rate_windows_record(queue, array_fill(rate_key, ARRAY[least(lim, 16)]), ARRAY(SELECT generate_series(0, least(lim, 16) - 1)),
     array_fill(0, ARRAY[least(lim, 16)]), ARRAY(SELECT rate_shard_limit(lim, g) FROM generate_series(0, least(lim, 16) - 1) AS g ORDER BY g),
     per, now());
 END $function$;
@@ -1877,33 +1937,32 @@ CREATE OR REPLACE FUNCTION {{schema}}.rate_windows_record(queue text, keys text[
  RETURNS void
  LANGUAGE plpgsql
 AS $function$
+DECLARE
+  stamp timestamptz := to_timestamp(ceil(extract(epoch FROM at) * 20 / extract(epoch FROM per)) * extract(epoch FROM per) / 20);
 BEGIN
-  WITH given AS MATERIALIZED (
-    SELECT g.rate_key, g.shard, g.n, g.lim FROM unnest(keys, shards, n, lims) AS g(rate_key, shard, n, lim)
-  ), entries AS (
-    SELECT w.rate_key, w.shard, e.s, e.c
-    FROM {{schema}}.rate_windows w JOIN given g ON g.rate_key = w.rate_key AND g.shard = w.shard
-    CROSS JOIN LATERAL unnest(w.stamps, w.counts) AS e(s, c)
-    WHERE w.queue = rate_windows_record.queue AND e.s > at - 2 * per AND e.c > 0
-    UNION ALL
-    SELECT g.rate_key, g.shard, to_timestamp(ceil(extract(epoch FROM at) * 20 / extract(epoch FROM per)) * extract(epoch FROM per) / 20), g.n
-    FROM given g WHERE g.n > 0
-  ), merged AS (
-    SELECT e.rate_key, e.shard, e.s, sum(e.c)::integer AS c FROM entries e GROUP BY e.rate_key, e.shard, e.s
-  ), running AS (
-    SELECT m.rate_key, m.shard, m.s, m.c,
-           sum(m.c) FILTER (WHERE m.s > at - per) OVER (PARTITION BY m.rate_key, m.shard ORDER BY m.s ROWS UNBOUNDED PRECEDING) AS cum,
-           sum(m.c) FILTER (WHERE m.s > at - per) OVER (PARTITION BY m.rate_key, m.shard) AS total
-    FROM merged m
-  ), windows AS MATERIALIZED (
-    SELECT r.rate_key, r.shard, array_agg(r.s ORDER BY r.s) AS stamps, array_agg(r.c ORDER BY r.s) AS counts,
-           coalesce(min(r.s + per) FILTER (WHERE r.s > at - per AND r.total >= g.lim AND r.cum >= r.total - g.lim + 1), '-infinity') AS free_at
-    FROM running r JOIN given g ON g.rate_key = r.rate_key AND g.shard = r.shard
-    GROUP BY r.rate_key, r.shard
-  )
+  -- Row by row (a lateral subquery per row): one sort of all the rows' entries together, as
+  -- 0008 did, cost more than the writes. (The rows are locked by the caller: `cur`, read on this
+  -- statement's snapshot, is the row being written.)
   UPDATE {{schema}}.rate_windows w
-  SET stamps = coalesce(x.stamps, '{}'), counts = coalesce(x.counts, '{}'), free_at = coalesce(x.free_at, '-infinity')
-  FROM given g LEFT JOIN windows x ON x.rate_key = g.rate_key AND x.shard = g.shard
+  SET stamps = x.stamps, counts = x.counts, free_at = x.free_at
+  FROM unnest(keys, shards, n, lims) AS g(rate_key, shard, n, lim)
+  JOIN {{schema}}.rate_windows cur ON cur.queue = rate_windows_record.queue AND cur.rate_key = g.rate_key AND cur.shard = g.shard
+  CROSS JOIN LATERAL (
+    SELECT coalesce(array_agg(e.s ORDER BY e.s), '{}') AS stamps, coalesce(array_agg(e.c ORDER BY e.s), '{}') AS counts,
+           coalesce(min(e.s + per) FILTER (WHERE e.s > at - per AND e.total >= g.lim AND e.cum >= e.total - g.lim + 1), '-infinity') AS free_at
+    FROM (
+      SELECT e.s, e.c,
+             sum(e.c) FILTER (WHERE e.s > at - per) OVER (ORDER BY e.s ROWS UNBOUNDED PRECEDING) AS cum,
+             sum(e.c) FILTER (WHERE e.s > at - per) OVER () AS total
+      FROM (
+        SELECT u.s, sum(u.c)::integer AS c FROM (
+          SELECT o.s, o.c FROM unnest(cur.stamps, cur.counts) AS o(s, c) WHERE o.s > at - 2 * per AND o.c > 0
+          UNION ALL
+          SELECT stamp, g.n WHERE g.n > 0
+        ) u GROUP BY u.s
+      ) e
+    ) e
+  ) x
   WHERE w.queue = rate_windows_record.queue AND w.rate_key = g.rate_key AND w.shard = g.shard;
 END $function$;
 
@@ -2299,11 +2358,13 @@ CREATE OR REPLACE FUNCTION {{schema}}.set_flow_limits(queue text, max_in_flight 
 AS $function$
 #variable_conflict use_variable
 -- 0013 (from 0008): a new cap makes the slot rows again (flight_slots_make), a new rate the shards
--- of the queue's window (rate_shards_make).
+-- of the queue's window, a new per-key rate those of every key's (rate_shards_make).
 DECLARE
   had_max integer;
   had_rate integer;
   had_per interval;
+  had_key_rate integer;
+  had_key_per interval;
 BEGIN
   PERFORM require_queue(queue);
   IF max_in_flight < 1 THEN
@@ -2317,7 +2378,8 @@ BEGIN
   ELSIF (rate_limit IS NULL) <> (rate_per IS NULL) OR (key_rate_limit IS NULL) <> (key_rate_per IS NULL) THEN
     RAISE EXCEPTION USING ERRCODE = 'PBV01', MESSAGE = 'a rate limit needs both a limit and a period';
   END IF;
-  SELECT f.max_in_flight, f.rate_limit, f.rate_per INTO had_max, had_rate, had_per FROM queue_flow f WHERE f.queue = queue FOR NO KEY UPDATE;
+  SELECT f.max_in_flight, f.rate_limit, f.rate_per, f.key_rate_limit, f.key_rate_per INTO had_max, had_rate, had_per, had_key_rate, had_key_per
+  FROM queue_flow f WHERE f.queue = queue FOR NO KEY UPDATE;
   INSERT INTO queue_flow AS f (queue, max_in_flight, rate_limit, rate_per, key_rate_limit, key_rate_per)
   VALUES (queue, max_in_flight, rate_limit, rate_per, key_rate_limit, key_rate_per)
   ON CONFLICT ON CONSTRAINT queue_flow_pkey DO UPDATE SET max_in_flight = excluded.max_in_flight, rate_limit = excluded.rate_limit,
@@ -2327,10 +2389,13 @@ BEGIN
     PERFORM flight_slots_make(queue, max_in_flight);
   END IF;
   IF rate_limit IS DISTINCT FROM had_rate OR rate_per IS DISTINCT FROM had_per THEN
-    PERFORM rate_shards_make(queue, rate_limit, coalesce(rate_per, had_per, interval '0'));
+    PERFORM rate_shards_make(queue, '', rate_limit, coalesce(rate_per, had_per, interval '0'));
   END IF;
   IF key_rate_limit IS NULL THEN
     DELETE FROM rate_windows w WHERE w.queue = queue AND w.rate_key <> '';
+  ELSIF key_rate_limit IS DISTINCT FROM had_key_rate OR key_rate_per IS DISTINCT FROM had_key_per THEN
+    PERFORM rate_shards_make(queue, k.rate_key, key_rate_limit, key_rate_per)
+    FROM (SELECT DISTINCT w.rate_key FROM rate_windows w WHERE w.queue = queue AND w.rate_key <> '') k;
   END IF;
 END $function$;
 
