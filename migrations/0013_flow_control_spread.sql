@@ -103,31 +103,69 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
   stamp timestamptz := to_timestamp(ceil(extract(epoch FROM at) * 20 / extract(epoch FROM per)) * extract(epoch FROM per) / 20);
+  written integer;
+  written_keys text[];
+  written_shards integer[];
 BEGIN
   -- Row by row (a lateral subquery per row): one sort of all the rows' entries together, as
-  -- 0008 did, cost more than the writes. (The rows are locked by the caller: `cur`, read on this
-  -- statement's snapshot, is the row being written.)
+  -- 0008 did, cost more than the writes. Each row is found by its key (`cur`, read on this
+  -- statement's snapshot: the caller holds its lock, so it is the row being written) and written
+  -- by its ctid (joined on the key columns, the planner scanned every row of the queue, dead
+  -- versions too). Stamps are kept in order, so a row far from its limit whose claims come at
+  -- or after its last stamp (nearly all) is written without a sort: the entries older than two
+  -- periods cut off the front, the claims added to the last entry or after it, free_at
+  -- '-infinity'. The others take the whole computation, in a second statement. (All rows through
+  -- the whole computation: 8.6 ms a claim of 100 keys of 30 entries.)
+  WITH fast AS (
   UPDATE {{schema}}.rate_windows w
-  SET stamps = x.stamps, counts = x.counts, free_at = x.free_at
+  SET stamps = CASE WHEN g.n = 0 OR k.last_stamp = stamp THEN k.kept_stamps ELSE k.kept_stamps || stamp END,
+      counts = CASE WHEN g.n = 0 THEN k.kept_counts
+                    WHEN k.last_stamp = stamp THEN k.kept_counts[1:cardinality(k.kept_counts) - 1] || (k.kept_counts[cardinality(k.kept_counts)] + g.n)
+                    ELSE k.kept_counts || g.n END,
+      free_at = '-infinity'
   FROM unnest(keys, shards, n, lims) AS g(rate_key, shard, n, lim)
-  JOIN {{schema}}.rate_windows cur ON cur.queue = rate_windows_record.queue AND cur.rate_key = g.rate_key AND cur.shard = g.shard
   CROSS JOIN LATERAL (
-    SELECT coalesce(array_agg(e.s ORDER BY e.s), '{}') AS stamps, coalesce(array_agg(e.c ORDER BY e.s), '{}') AS counts,
-           coalesce(min(e.s + per) FILTER (WHERE e.s > at - per AND e.total >= g.lim AND e.cum >= e.total - g.lim + 1), '-infinity') AS free_at
-    FROM (
-      SELECT e.s, e.c,
-             sum(e.c) FILTER (WHERE e.s > at - per) OVER (ORDER BY e.s ROWS UNBOUNDED PRECEDING) AS cum,
-             sum(e.c) FILTER (WHERE e.s > at - per) OVER () AS total
+    SELECT c.ctid AS row_id, c.stamps, c.counts FROM {{schema}}.rate_windows c
+    WHERE c.queue = rate_windows_record.queue AND c.rate_key = g.rate_key AND c.shard = g.shard
+  ) cur
+  CROSS JOIN LATERAL (
+    SELECT cur.stamps[coalesce(min(o.i) FILTER (WHERE o.s > at - 2 * per), cardinality(cur.stamps) + 1):] AS kept_stamps,
+           cur.counts[coalesce(min(o.i) FILTER (WHERE o.s > at - 2 * per), cardinality(cur.stamps) + 1):] AS kept_counts,
+           cur.stamps[cardinality(cur.stamps)] AS last_stamp,
+           coalesce(sum(o.c) FILTER (WHERE o.s > at - per), 0) AS total
+    FROM unnest(cur.stamps, cur.counts) WITH ORDINALITY AS o(s, c, i)
+  ) k
+  WHERE w.ctid = cur.row_id AND (g.n = 0 OR k.last_stamp IS NULL OR k.last_stamp <= stamp) AND k.total + g.n < g.lim
+  RETURNING w.rate_key, w.shard
+  )
+  SELECT count(*), array_agg(f.rate_key), array_agg(f.shard) INTO written, written_keys, written_shards FROM fast f;
+  IF written < cardinality(keys) THEN
+    UPDATE {{schema}}.rate_windows w
+    SET stamps = x.stamps, counts = x.counts, free_at = x.free_at
+    FROM unnest(keys, shards, n, lims) AS g(rate_key, shard, n, lim)
+    CROSS JOIN LATERAL (
+      SELECT c.ctid AS row_id, c.stamps, c.counts FROM {{schema}}.rate_windows c
+      WHERE c.queue = rate_windows_record.queue AND c.rate_key = g.rate_key AND c.shard = g.shard
+    ) cur
+    CROSS JOIN LATERAL (
+      SELECT coalesce(array_agg(e.s ORDER BY e.s), '{}') AS stamps, coalesce(array_agg(e.c ORDER BY e.s), '{}') AS counts,
+             coalesce(min(e.s + per) FILTER (WHERE e.s > at - per AND e.total >= g.lim AND e.cum >= e.total - g.lim + 1), '-infinity') AS free_at
       FROM (
-        SELECT u.s, sum(u.c)::integer AS c FROM (
-          SELECT o.s, o.c FROM unnest(cur.stamps, cur.counts) AS o(s, c) WHERE o.s > at - 2 * per AND o.c > 0
-          UNION ALL
-          SELECT stamp, g.n WHERE g.n > 0
-        ) u GROUP BY u.s
+        SELECT e.s, e.c,
+               sum(e.c) FILTER (WHERE e.s > at - per) OVER (ORDER BY e.s ROWS UNBOUNDED PRECEDING) AS cum,
+               sum(e.c) FILTER (WHERE e.s > at - per) OVER () AS total
+        FROM (
+          SELECT u.s, sum(u.c)::integer AS c FROM (
+            SELECT o.s, o.c FROM unnest(cur.stamps, cur.counts) AS o(s, c) WHERE o.s > at - 2 * per AND o.c > 0
+            UNION ALL
+            SELECT stamp, g.n WHERE g.n > 0
+          ) u GROUP BY u.s
+        ) e
       ) e
-    ) e
-  ) x
-  WHERE w.queue = rate_windows_record.queue AND w.rate_key = g.rate_key AND w.shard = g.shard;
+    ) x
+    WHERE w.ctid = cur.row_id
+      AND NOT EXISTS (SELECT 1 FROM unnest(written_keys, written_shards) AS d(rate_key, shard) WHERE d.rate_key = g.rate_key AND d.shard = g.shard);
+  END IF;
 END $$;
 
 -- Makes the rows of a rate window (a key's, or the queue's: rate key '') for a limit (none for
