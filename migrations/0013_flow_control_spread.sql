@@ -10,7 +10,7 @@
 -- drops from it the messages no longer in flight, and adds its own: one row lock and one row
 -- write per claim, and one look-up per message the row held. A message holds its place by the
 -- same rule as 0008's slots (its claim's lease, not ended), so ack, nack, release and expiry
--- still write nothing here. Figures: 0.96x in the first run (bench, PostgreSQL 15).
+-- still write nothing here.
 --
 -- rateLimit. 0008 decided the queue's rate under a lock of its queue_flow row, held to the
 -- claim's commit, so claims decided one at a time (0.47-0.59x). Now the queue's window is up to
@@ -22,7 +22,26 @@
 -- old rows over the new ones, newest first, each up to its share, so they stay counted.
 -- Also: rate_windows_record is PL/pgSQL now (a SQL function's plan was made again at every call:
 -- 1.4 ms of a claim of 100), and the gate no longer sums the window's room (it asks whether a
--- shard has any). Figures: 0.88x in the first run.
+-- shard has any).
+--
+-- keyRateLimit. 0008 kept one window row per key, locked in key order from the decision to the
+-- commit, so 10 claimers sharing 100 keys decided one at a time (0.09-0.16x). Now a key's window
+-- is shards too (rate_key, shard 0..least(limit, 16) - 1), and a claim has its own shard of every
+-- key: the first free seat of the queue (a transaction-level advisory lock per shard, tried
+-- without waiting, from its backend pid modulo the shards); only for keys whose candidates want
+-- more than that shard allows does it also lock the key's other shards with room that no claim
+-- holds (SKIP LOCKED). The scan skips a key when all its rows are full. Lock order in every
+-- claim: the queue's shards, then the keys' own shards (bytewise, waiting), then other shards
+-- and slot rows (never waiting). rate_windows_record writes a row that stays far from its limit
+-- by slicing its ordered arrays (sorting every row's entries cost 8.6 ms a claim of 100 keys,
+-- 1.8 ms now), finding rows by key and writing them by ctid.
+--
+-- Measured (docs/performance.md, "Flow control": bench ratios in the same run on a shared 2-core
+-- machine, medians of 7 rounds; callgrind instructions per message, one connection): maxInFlight
+-- 0.90x (1.16x the instructions), rateLimit 0.92x (1.08x), keyRateLimit over 100 keys 0.40x
+-- (3.2x: a claim still writes a row per key it takes). A queue without limits: 142.3 thousand
+-- instructions per message before, 142.6 after. 1,000 keys at 2/s used 0.74-1.00 of the allowed
+-- rate, moving with the machine's load as before.
 
 -- The rows of maxInFlight: each holds `capacity` places, and the ids and leases of the messages
 -- claimed into them. A message holds its place while it still has the lease it was claimed
