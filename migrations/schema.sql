@@ -2415,6 +2415,7 @@ DECLARE
   had_per interval;
   had_key_rate integer;
   had_key_per interval;
+  key text;
 BEGIN
   PERFORM require_queue(queue);
   IF max_in_flight < 1 THEN
@@ -2444,8 +2445,11 @@ BEGIN
   IF key_rate_limit IS NULL THEN
     DELETE FROM rate_windows w WHERE w.queue = queue AND w.rate_key <> '';
   ELSIF key_rate_limit IS DISTINCT FROM had_key_rate OR key_rate_per IS DISTINCT FROM had_key_per THEN
-    PERFORM rate_shards_make(queue, k.rate_key, key_rate_limit, key_rate_per)
-    FROM (SELECT DISTINCT w.rate_key FROM rate_windows w WHERE w.queue = queue AND w.rate_key <> '') k;
+    -- Keys in the order claims lock them (bytewise), so that this and a claim never wait for
+    -- each other in a circle.
+    FOR key IN SELECT DISTINCT w.rate_key COLLATE "C" FROM rate_windows w WHERE w.queue = queue AND w.rate_key <> '' ORDER BY 1 LOOP
+      PERFORM rate_shards_make(queue, key, key_rate_limit, key_rate_per);
+    END LOOP;
   END IF;
 END $function$;
 
