@@ -38,7 +38,7 @@
 --
 -- Measured (docs/performance.md, "Flow control": bench ratios in the same run on a shared 2-core
 -- machine, medians of 7 rounds; callgrind instructions per message, one connection): maxInFlight
--- 0.90x (1.16x the instructions), rateLimit 0.92x (1.08x), keyRateLimit over 100 keys 0.40x
+-- 0.90x (1.16x the instructions), rateLimit 0.91-0.92x (1.08x), keyRateLimit over 100 keys 0.40-0.42x
 -- (3.2x: a claim still writes a row per key it takes). A queue without limits: 142.3 thousand
 -- instructions per message before, 142.6 after. 1,000 keys at 2/s used 0.74-1.00 of the allowed
 -- rate, moving with the machine's load as before.
