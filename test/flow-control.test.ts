@@ -129,6 +129,24 @@ describe('maxInFlight', { timeout: 180_000 }, () => {
     }
   })
 
+  it('messages in flight when a cap is set or changed count against it', async () => {
+    await t.postbox.createQueue('capped-later')
+    await t.postbox.sendBatch('capped-later', [1, 2, 3, 4, 5, 6].map((n) => ({ n })))
+    const early = await t.postbox.receive('capped-later', { max: 3, visibilityTimeout: '1h' })
+    expect(early).toHaveLength(3)
+    // Three in flight already: a cap of 3 leaves no room, and one of 4 leaves one.
+    await t.postbox.updateQueue('capped-later', { maxInFlight: 3 })
+    expect(await t.postbox.receive('capped-later', { max: 3 })).toEqual([])
+    await t.postbox.updateQueue('capped-later', { maxInFlight: 4 })
+    const one = await t.postbox.receive('capped-later', { max: 3, visibilityTimeout: '1h' })
+    expect(one).toHaveLength(1)
+    // Acking two of the early ones frees two places, and not more.
+    await t.postbox.ack(early.slice(0, 2))
+    expect(await t.postbox.receive('capped-later', { max: 3, visibilityTimeout: '1h' })).toHaveLength(2)
+    expect(await t.postbox.receive('capped-later', { max: 3 })).toEqual([])
+    await t.postbox.purgeQueue('capped-later')
+  })
+
   it('three worker processes never hold more than maxInFlight at once', async () => {
     await createFlowLedgers(t.pool, t.schema)
     await t.postbox.createQueue('capped', { maxInFlight: 4 })
@@ -191,6 +209,22 @@ describe('maxInFlight', { timeout: 180_000 }, () => {
 })
 
 describe('rate limits', { timeout: 180_000 }, () => {
+  it("a changed rateLimit counts the claims already in the queue's window", async () => {
+    await t.postbox.createQueue('rate-changed', { rateLimit: { limit: 5, per: '1h' } })
+    await t.postbox.sendBatch('rate-changed', Array.from({ length: 30 }, (_, n) => ({ n })))
+    const taken = async () => (await t.postbox.receive('rate-changed', { max: 30, visibilityTimeout: '1h' })).length
+    expect(await taken()).toBe(5)
+    expect(await taken()).toBe(0)
+    // The window is split over one row per claim allowed (up to 16): the 5 claims stay counted.
+    await t.postbox.updateQueue('rate-changed', { rateLimit: { limit: 8, per: '1h' } })
+    expect(await taken()).toBe(3)
+    await t.postbox.updateQueue('rate-changed', { rateLimit: { limit: 4, per: '1h' } })
+    expect(await taken()).toBe(0)
+    await t.postbox.updateQueue('rate-changed', { rateLimit: { limit: 100, per: '1h' } })
+    expect(await taken()).toBe(22)
+    await t.postbox.purgeQueue('rate-changed')
+  })
+
   it('per rate key and for the queue: no window of `per` holds more than `limit` claims, across processes, retries included', async () => {
     await createFlowLedgers(t.pool, t.schema)
     await t.postbox.createQueue('polite', { keyRateLimit: { limit: 2, per: '400ms' }, rateLimit: { limit: 30, per: '300ms' }, backoff: { type: 'fixed', base: 0 } })

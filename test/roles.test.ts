@@ -261,6 +261,20 @@ describe('consumer', () => {
     }
   })
 
+  it('claims from a queue with every limit: slots, the shards of its rate window, its keys', async () => {
+    await t.postbox.createQueue('limited-jobs', { maxInFlight: 5, rateLimit: { limit: 3, per: '1h' }, keyRateLimit: { limit: 1, per: '1h' } })
+    await t.postbox.sendBatch('limited-jobs', ['a', 'a', 'b', 'c', 'd'].map((key) => ({ payload: key, rateKey: key })))
+    const consumer = postboxAs(roles.consumer)
+    try {
+      const claimed = await consumer.receive<string>('limited-jobs', { max: 5 })
+      expect(claimed.map((m) => m.payload).sort()).toEqual(['a', 'b', 'c'])
+      await consumer.ack(claimed)
+      expect(await consumer.receive('limited-jobs', { max: 5 })).toEqual([])
+    } finally {
+      await consumer.close()
+    }
+  })
+
   it('cannot send, and cannot create, change or delete queues', async () => {
     const c = roles.consumer
     const denied: [string, string][] = [

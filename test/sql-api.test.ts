@@ -118,7 +118,7 @@ describe('send from SQL', () => {
     const unpinned = rows.filter((r) => !r.pinned)
     expect(unpinned.map((r) => r.proname).sort()).toEqual([
       'ack', 'claim', 'claim_groups', 'deliver', 'flow_gate', 'flow_take', 'lock_queues', 'matching_queues', 'message_problem', 'publish_batch',
-      'publish_message', 'rate_window_room', 'rate_windows_record', 'receive', 'routing_key_problem', 'send_batch', 'send_message', 'wake', 'wake_key',
+      'publish_message', 'rate_shard_limit', 'rate_window_room', 'rate_windows_record', 'receive', 'routing_key_problem', 'send_batch', 'send_message', 'wake', 'wake_key',
     ])
     expect(unpinned.filter((r) => r.definer)).toEqual([])
     expect(rows.filter((r) => r.public_exec).map((r) => r.proname)).toEqual([])

@@ -133,3 +133,39 @@ describe.each(older)('upgrade from version %i to the latest', (version) => {
     }
   })
 })
+
+// Flow control's state changed shape in 0014 (slots of several places, the queue's rate window in
+// shards): what a queue held in flight and claimed in its window before stays counted after.
+describe('upgrade of flow control from version 12', () => {
+  it('keeps the messages in flight under the cap and the claims in the rate windows', async () => {
+    const schema = uniqueSchemaName('upflow')
+    created.push(schema)
+    const S = `"${schema}"`
+    await migrate(db, schemaName(schema), files.slice(0, 12))
+    await t.sql(`INSERT INTO ${S}.queues (name, visibility_timeout) VALUES ('capped', '1 hour')`)
+    await t.sql(`SELECT ${S}.set_flow_limits('capped', max_in_flight => 2, rate_limit => 3, rate_per => '1 hour')`)
+    await t.sql(`SELECT ${S}.send('capped', jsonb_build_object('n', g)) FROM generate_series(1, 6) g`)
+    const held = await t.sql<Held>(`SELECT id::text, lease::text FROM ${S}.receive('capped', 6)`)
+    expect(held).toHaveLength(2)
+    await t.sql(`INSERT INTO ${S}.queues (name, visibility_timeout) VALUES ('keyed', '1 hour')`)
+    await t.sql(`SELECT ${S}.set_flow_limits('keyed', key_rate_limit => 2, key_rate_per => '1 hour')`)
+    await t.sql(`SELECT ${S}.send('keyed', jsonb_build_object('n', g), headers => '{"postbox-rate-key": "a"}') FROM generate_series(1, 6) g`)
+    expect(await t.sql(`SELECT id FROM ${S}.receive('keyed', 6)`)).toHaveLength(2)
+
+    await migrate(db, schemaName(schema))
+    const postbox: Postbox = t.newPostbox({ schema })
+    try {
+      expect(await postbox.receive('capped', { max: 6 })).toEqual([]) // both places taken
+      await postbox.ack(held[0]!)
+      const [third] = await postbox.receive('capped', { max: 6 }) // one place, and one claim left in the window
+      expect(third).toBeDefined()
+      await postbox.ack([held[1]!, third!])
+      expect(await postbox.receive('capped', { max: 6 })).toEqual([]) // places free, the window full
+      expect(await postbox.receive('keyed', { max: 6 })).toEqual([]) // the key's window is full too
+      await postbox.updateQueue('keyed', { keyRateLimit: { limit: 3, per: '1h' } }) // and stays counted when its limit changes
+      expect(await postbox.receive('keyed', { max: 6 })).toHaveLength(1)
+    } finally {
+      await postbox.close()
+    }
+  })
+})

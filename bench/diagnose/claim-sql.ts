@@ -10,6 +10,11 @@
 // only; connections are opened and warmed by an uncounted first round). Variants are
 // taken in turn, `rounds` times; medians are printed.
 //
+// The flow-control variants (issue 15) drain queues whose limit (maxInFlight, rateLimit or
+// keyRateLimit, each message with one of 100 rate keys) is far from reached: under callgrind
+// their instructions per message, against the plain queue's, are what the limits cost a claim,
+// whatever else runs on the machine.
+//
 // With --walk, each variant instead runs on one connection at each of the given counts: if the
 // Postgres CPU per message grows with the count, claims pay for walking the index entries that
 // earlier claims left behind (dead until vacuum; in-flight ones too), since every claim starts
@@ -69,6 +74,13 @@ for (const { name } of await db.sql<{ name: string }>('SELECT table_name AS name
 await db.sql(`ALTER TABLE ${pbc}.messages ALTER COLUMN queue TYPE text COLLATE "C"`)
 await db.postbox.createQueue('q')
 if (args['generic-ack']) await db.sql(`ALTER FUNCTION ${pb}.ack(bigint[], uuid[]) SET plan_cache_mode = force_generic_plan`)
+// Flow control (issue 15): queues whose limits are far from reached, each message with one of 100 rate keys.
+const FLOW_QUEUES = {
+  'q-capped': { maxInFlight: 1_000_000 },
+  'q-rated': { rateLimit: { limit: 1_000_000_000, per: '1s' } },
+  'q-keyed': { keyRateLimit: { limit: 1_000_000, per: '1s' } },
+} as const
+for (const [name, options] of Object.entries(FLOW_QUEUES)) await db.postbox.createQueue(name, options)
 
 // graphile-worker: its schema, and its claim and completion statements captured from a short run.
 const gw = await graphileWorker(db, readCpu)
@@ -79,9 +91,13 @@ if (!capturedClaim || !capturedComplete) throw new Error('graphile-worker statem
 const gwJobs = `${gw.schema}._private_jobs`
 const [task] = await db.sql<{ id: number }>(`SELECT id FROM ${gw.schema}._private_tasks LIMIT 1`)
 
-async function fillPostbox(schema: string): Promise<void> {
+async function fillPostbox(schema: string, queue = 'q'): Promise<void> {
   await db.sql(`DELETE FROM ${schema}.messages`)
-  await db.sql(`INSERT INTO ${schema}.messages (queue, payload) SELECT 'q', $1::jsonb FROM generate_series(1, $2)`, [PAYLOAD, COUNT])
+  await db.sql(
+    `INSERT INTO ${schema}.messages (queue, payload, headers)
+     SELECT $3, $1::jsonb, CASE WHEN $3 <> 'q' THEN jsonb_build_object('postbox-rate-key', 'site-' || (g % 100)) END FROM generate_series(1, $2) g`,
+    [PAYLOAD, COUNT, queue],
+  )
 }
 
 const bareDelete = (schema: string) => `DELETE FROM ${schema}.messages m USING unnest($1::bigint[], $2::uuid[]) AS a(id, lease) WHERE m.id = a.id AND m.lease = a.lease`
@@ -90,23 +106,23 @@ const bareDelete = (schema: string) => `DELETE FROM ${schema}.messages m USING u
  * postbox's own statements: receive(n) then ack, or acks riding on the next claim; with
  * `bareAck`, its receive and a bare fenced DELETE instead of the ack function.
  */
-function postboxVariant(name: string, schema: string, batch: number, pipelined: boolean, bareAck = false): Variant {
+function postboxVariant(name: string, schema: string, batch: number, pipelined: boolean, bareAck = false, queue = 'q'): Variant {
   return {
     name,
     tables: [`${schema}.messages`],
-    fill: () => fillPostbox(schema),
+    fill: () => fillPostbox(schema, queue),
     connect(client) {
       const ex = pgExecutor(client)
       const s = schemaName(schema)
       let held: { ids: string[]; leases: string[] } = { ids: [], leases: [] }
       return async () => {
         if (pipelined) {
-          const { rows } = held.ids.length > 0 ? await m.ackAndReceive(ex, s, held, 'q', batch, null) : { rows: await m.receive(ex, s, 'q', batch, null) }
+          const { rows } = held.ids.length > 0 ? await m.ackAndReceive(ex, s, held, queue, batch, null) : { rows: await m.receive(ex, s, queue, batch, null) }
           const completed = held.ids.length
           held = { ids: rows.map((r) => r.id), leases: rows.map((r) => r.lease as string) }
           return { completed, more: rows.length > 0 }
         }
-        const rows = await m.receive(ex, s, 'q', batch, null)
+        const rows = await m.receive(ex, s, queue, batch, null)
         const ids = rows.map((r) => r.id)
         const leases = rows.map((r) => r.lease as string)
         if (rows.length > 0 && bareAck) await client.query({ name: 'bare_complete', text: bareDelete(schema), values: [ids, leases] })
@@ -190,6 +206,8 @@ const variants: Variant[] = [
   postboxVariant('postbox ackAndReceive(500), acks riding', pb, 500, true),
   postboxVariant('postbox receive(100) + ack, queue COLLATE "C"', pbc, 100, false),
   postboxVariant('postbox receive(100) + bare fenced DELETE', pb, 100, false, true),
+  ...Object.entries(FLOW_QUEUES).map(([queue, options]) =>
+    postboxVariant(`postbox receive(100) + ack, ${Object.keys(options)[0]} not reached`, pb, 100, false, false, queue)),
   bareVariant(100),
   graphileVariant(100),
   graphileVariant(500),

@@ -54,6 +54,8 @@ export const CONSUMER_FUNCTIONS = [
   'wake_key',
   // flow control (migrations/0008_flow_control.sql); ack wakes the consumers of a capped queue (0011)
   'flow_gate', 'flow_take', 'rate_windows_record', 'rate_window_room', 'wake',
+  // the share of a queue's rate that a shard of its window allows (0014)
+  'rate_shard_limit',
   // reading streams in consumer groups (0010; the stamp round and pruning run as the owner: 0012)
   'require_stream', 'assert_stream_name', 'stamp_stream', 'ensure_stream_group', 'stream_rebalance', 'stream_release', 'stream_commit',
   'prune_streams',
