@@ -245,4 +245,19 @@ describe('retention', () => {
     expect(await t.postbox.pruneArchive()).toBe(1)
     expect(await t.sql(`SELECT 1 FROM "${t.schema}".messages_archive WHERE id = $1`, [id])).toEqual([])
   })
+
+  it("an ack reads the archiving queues through the partial index, not every queue (migration 0015)", async () => {
+    await t.sql(`SELECT "${t.schema}".create_queue('many-' || g) FROM generate_series(1, 300) g`)
+    await t.postbox.createQueue('q-ret-indexed', { retention: '1h' })
+    await t.sql(`ANALYZE "${t.schema}".queues`)
+    // The statement ack() starts with (migrations/0007, 0011), planned as the function's plan would be.
+    const plan = await t.sql<{ 'QUERY PLAN': string }>(`EXPLAIN SELECT array_agg(q.name) FROM "${t.schema}".queues q WHERE q.retention IS NOT NULL`)
+    const text = plan.map((r) => r['QUERY PLAN']).join('\n')
+    expect(text).toContain('queues_archiving')
+    expect(text).not.toContain('Seq Scan')
+    // And the ack still archives through it.
+    const { id } = await t.postbox.send('q-ret-indexed', 1)
+    await t.postbox.ack(await t.postbox.receive('q-ret-indexed'))
+    expect(await t.sql(`SELECT queue FROM "${t.schema}".messages_archive WHERE id = $1`, [id])).toEqual([{ queue: 'q-ret-indexed' }])
+  })
 })
