@@ -1,8 +1,10 @@
-// npx tsx bench/diagnose/flow-statements.ts [variant]   (PRIME=<variant>: drain a queue of that variant first)
+// npx tsx bench/diagnose/flow-statements.ts [variant]
+//   PRIME=<variant>: drain a queue of that variant first, on the same pool; CALLERS=<n> (default 10)
 // Which statements inside claim() and ack() a limited queue's claims spend their time in:
-// pg_stat_statements (track = all, so statements inside functions count) over a round of the
-// flow bench's claim+ack (receive 100 + ack, 10 callers) on a queue of one variant
-// (default keyRateLimit), on DATABASE_URL (pg_stat_statements preloaded) or an embedded Postgres.
+// pg_stat_statements (track = all, so statements inside functions count: calls, ms, blocks) over a
+// round of the flow bench's claim+ack (receive 100 + ack) on a queue of one variant (default
+// keyRateLimit), and what the claiming backends wait on (pg_stat_activity sampled every 2 ms), on
+// DATABASE_URL (pg_stat_statements preloaded) or an embedded Postgres.
 import pg from 'pg'
 import { startEmbeddedPostgres } from '../../src/embedded/embedded-postgres.js'
 import { Postbox } from '../../src/index.js'
@@ -42,15 +44,26 @@ try {
        SELECT $1, '{}'::jsonb, jsonb_build_object('postbox-rate-key', 'site-' || (g % 100)) FROM generate_series(1, 10000) g`, [queue])
     await pool.query(`VACUUM ANALYZE ${schema}.messages`)
     if (round === 1) await pool.query('SELECT pg_stat_statements_reset()')
-    const rate = await drain(10, async () => {
+    const waits = new Map<string, number>()
+    let sampling = round === 1
+    const sampler = (async () => {
+      while (sampling) {
+        const { rows: act } = await pool.query(`SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') AS w FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%claim(%' AND pid <> pg_backend_pid()`)
+        for (const a of act) waits.set(a.w, (waits.get(a.w) ?? 0) + 1)
+        await new Promise((r) => setTimeout(r, 2))
+      }
+    })()
+    const rate = await drain(Number(process.env.CALLERS ?? 10), async () => {
       const messages = await postbox.receive(queue, { max: 100 })
       if (messages.length > 0) await postbox.ack(messages)
       return messages.length
     })
-    console.log(`round ${round}: ${Math.round(rate)} msg/s`)
+    sampling = false
+    await sampler
+    console.log(`round ${round}: ${Math.round(rate)} msg/s`, round === 1 ? Object.fromEntries([...waits].sort((a, b) => b[1] - a[1])) : '')
   }
   const { rows } = await pool.query(
-    `SELECT calls, round(total_exec_time::numeric, 1) AS ms, round((total_exec_time / calls)::numeric, 3) AS ms_per_call, rows,
+    `SELECT calls, round(total_exec_time::numeric, 1) AS ms, round((total_exec_time / calls)::numeric, 3) AS ms_per_call, rows, shared_blks_hit / calls AS blks_per_call,
             left(regexp_replace(query, '\\s+', ' ', 'g'), 150) AS query
      FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12`)
   console.table(rows)
