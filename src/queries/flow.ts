@@ -17,15 +17,19 @@ export async function resumeQueue(db: Executor, s: SchemaName, name: string): Pr
 }
 
 /**
- * Milliseconds until the first rate window of these queues has room again (a throttled key, or a
- * queue's own rate), or null when none is full. An idle consumer of a rate-limited queue sleeps
- * that long rather than its whole poll interval: no NOTIFY says that a window has moved on.
+ * The rate-window look-up as an SQL expression over the queues in parameter `param`: milliseconds
+ * until the first rate window of these queues has room again (a throttled key, or a queue's own
+ * rate), or null when none is full. No NOTIFY says that a window has moved on, so an idle consumer
+ * of a rate-limited queue sleeps no longer than this. Arming a wait carries it (queries/waiters.ts:
+ * an index probe inside a statement that runs anyway); a consumer without a LISTEN connection runs
+ * it alone ({@link windowReopensInMs}).
  */
+export const windowReopensSql = (s: SchemaName, param: string) =>
+  `(SELECT (extract(epoch FROM min(w.free_at) - now()) * 1000)::float8
+     FROM ${s.sql}.rate_windows w WHERE w.queue = ANY (${param}) AND w.free_at > now())`
+
+/** The rate-window look-up ({@link windowReopensSql}) as a statement of its own. */
 export async function windowReopensInMs(db: Executor, s: SchemaName, queues: readonly string[]): Promise<number | null> {
-  const { rows } = await db.query<{ ms: number | null }>(
-    `SELECT (extract(epoch FROM min(w.free_at) - now()) * 1000)::float8 AS ms
-     FROM ${s.sql}.rate_windows w WHERE w.queue = ANY ($1) AND w.free_at > now()`,
-    [queues],
-  )
+  const { rows } = await db.query<{ ms: number | null }>(`SELECT ${windowReopensSql(s, '$1')} AS ms`, [queues])
   return rows[0]?.ms ?? null
 }

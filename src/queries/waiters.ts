@@ -1,5 +1,6 @@
 import type { Executor } from '../db/executor.js'
 import type { SchemaName } from '../schema-name.js'
+import { windowReopensSql } from './flow.js'
 import { statement } from './messages.js'
 
 /** What arming a wait learns: whether senders have settled, and when a full rate window reopens. */
@@ -20,16 +21,6 @@ interface ArmedWaitRow {
 }
 
 const armedWait = (row: ArmedWaitRow | undefined): ArmedWait => ({ settled: row?.settled ?? true, reopensInMs: row?.reopens_ms ?? null })
-
-/**
- * The rate-window look-up that arming a wait carries (see {@link ArmedWait}), over the queues
- * in parameter `param`. A statement of its own on every idle cycle before (it ran beside the
- * wait, one per wake-up of an idle worker, whether the queue had a rate limit or not); now an
- * index probe inside the statement that arms the wait anyway.
- */
-const reopensMs = (s: SchemaName, param: string) =>
-  `(SELECT (extract(epoch FROM min(w.free_at) - now()) * 1000)::float8
-     FROM ${s.sql}.rate_windows w WHERE w.queue = ANY (${param}) AND w.free_at > now()) AS reopens_ms`
 
 /**
  * Records that this listener waits on `stale` until ttl from now and has not been told yet, so
@@ -75,7 +66,7 @@ export async function registerWaiter(
        WHERE NOT EXISTS (SELECT 1 FROM ${s.sql}.waiters w WHERE w.queue = q AND w.listener = $2)
        ON CONFLICT (queue, listener) DO NOTHING
      )
-     SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled, ${reopensMs(s, '$4')} FROM unnest($4::text[]) q`,
+     SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled, ${windowReopensSql(s, '$4')} AS reopens_ms FROM unnest($4::text[]) q`,
     [stale, listener, ttlMs, queues],
     statement(s, 'register_waiter'),
   )
@@ -94,7 +85,7 @@ export async function unregisterWaiter(db: Executor, s: SchemaName, queues: read
  */
 export async function sendersSettled(db: Executor, s: SchemaName, queues: readonly string[]): Promise<ArmedWait> {
   const { rows } = await db.query<ArmedWaitRow>(
-    `SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled, ${reopensMs(s, '$1')} FROM unnest($1::text[]) q`,
+    `SELECT bool_and(pg_try_advisory_xact_lock(${s.sql}.wake_key(q))) AS settled, ${windowReopensSql(s, '$1')} AS reopens_ms FROM unnest($1::text[]) q`,
     [queues],
     statement(s, 'senders_settled'),
   )
