@@ -23,7 +23,7 @@ export const LIMIT_VARIANTS: Record<string, QueueOptions> = {
  * per round; the variants take turns, each round from a refilled, vacuumed table. Medians of
  * `rounds` rounds, by variant.
  */
-export async function limitedClaimRounds(db: BenchDb, take = 10_000, rounds = 3): Promise<Record<string, number>> {
+export async function limitedClaimRounds(db: BenchDb, take = 10_000, rounds = 5): Promise<Record<string, number>> {
   const rates = new Map<string, number[]>(Object.keys(LIMIT_VARIANTS).map((v) => [v, []]))
   for (const [variant, options] of Object.entries(LIMIT_VARIANTS)) await db.postbox.createQueue(`bench-flow-${variant.toLowerCase()}`, options)
   const variants = Object.keys(LIMIT_VARIANTS)

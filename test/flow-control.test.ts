@@ -147,6 +147,40 @@ describe('maxInFlight', { timeout: 180_000 }, () => {
     await t.postbox.purgeQueue('capped-later')
   })
 
+  it('a slot row is looked at only when it could be full, and then gives back the places of acked messages', async () => {
+    // 64 places in 32 rows of 2: a row is looked at (which of its messages are still in flight)
+    // only when what it holds and what a claim wants pass its capacity (migration 0017).
+    await t.postbox.createQueue('capped-lazy', { maxInFlight: 64 })
+    await t.postbox.sendBatch('capped-lazy', Array.from({ length: 200 }, (_, n) => ({ n })))
+    const first = await t.postbox.receive('capped-lazy', { max: 100, visibilityTimeout: '1h' })
+    expect(first).toHaveLength(64)
+    expect(await t.postbox.receive('capped-lazy', { max: 100 })).toEqual([])
+    await t.postbox.ack(first.slice(0, 40))
+    const second = await t.postbox.receive('capped-lazy', { max: 100, visibilityTimeout: '1h' })
+    expect(second).toHaveLength(40)
+    expect(await t.postbox.receive('capped-lazy', { max: 100 })).toEqual([])
+    await t.postbox.ack([...first.slice(40), ...second])
+    expect(await t.postbox.receive('capped-lazy', { max: 100, visibilityTimeout: '1h' })).toHaveLength(64)
+    await t.postbox.purgeQueue('capped-lazy')
+
+    // Far from the cap, a row keeps the ids of acked messages until it holds 320 or could fill.
+    await t.postbox.createQueue('capped-far', { maxInFlight: 10_000 })
+    await t.postbox.sendBatch('capped-far', Array.from({ length: 20 }, (_, n) => ({ n })))
+    const c = await t.pool.connect()
+    try {
+      const claimed = async () => (await c.query<{ id: string; lease: string }>(`SELECT id::text, lease::text FROM "${t.schema}".claim('capped-far', 10, '1h')`)).rows
+      const held = async () =>
+        (await c.query<{ n: number }>(`SELECT cardinality(message_ids) AS n FROM "${t.schema}".flight_slots WHERE queue = 'capped-far' AND slot = pg_backend_pid() % 32 + 1`)).rows[0]!.n
+      const firstTen = await claimed()
+      await c.query(`SELECT "${t.schema}".ack($1::bigint[], $2::uuid[])`, [firstTen.map((m) => m.id), firstTen.map((m) => m.lease)])
+      expect(await claimed()).toHaveLength(10)
+      expect(await held()).toBe(20)
+    } finally {
+      c.release()
+    }
+    await t.postbox.purgeQueue('capped-far')
+  })
+
   it('three worker processes never hold more than maxInFlight at once', async () => {
     await createFlowLedgers(t.pool, t.schema)
     await t.postbox.createQueue('capped', { maxInFlight: 4 })
@@ -279,6 +313,70 @@ describe('rate limits', { timeout: 180_000 }, () => {
     expect(perKey).toBe(2)
     await t.postbox.purgeQueue('many-keys')
   }, 120_000)
+
+  it('a connection borrows ahead from a window far from its limit, spends it without writing the window, and loses it on rollback or a change of limits', async () => {
+    // 1,600 an hour per key: 16 rows of 100, so a claim of one leaves its row more than half
+    // empty and borrows four more (migration 0017).
+    await t.postbox.createQueue('borrowing', { keyRateLimit: { limit: 1600, per: '1h' } })
+    await t.postbox.sendBatch('borrowing', Array.from({ length: 30 }, (_, n) => ({ payload: { n }, rateKey: 'k.example' })))
+    const counted = async () => {
+      const [row] = await t.sql<{ n: number }>(
+        `SELECT coalesce(sum(c), 0)::int AS n FROM "${t.schema}".rate_windows w, unnest(w.counts) AS c WHERE w.queue = 'borrowing' AND w.rate_key = 'k.example'`,
+      )
+      return row!.n
+    }
+    const one = `SELECT count(*)::int AS n FROM "${t.schema}".claim('borrowing', 1, '1h')`
+    const [a, b] = [await t.pool.connect(), await t.pool.connect()]
+    try {
+      const claim = async (c: typeof a) => (await c.query<{ n: number }>(one)).rows[0]!.n
+      expect(await claim(a)).toBe(1)
+      expect(await counted()).toBe(5) // its claim and four borrowed
+      for (let i = 0; i < 4; i++) expect(await claim(a)).toBe(1)
+      expect(await counted()).toBe(5) // spent from the budget: the window was not written
+      expect(await claim(b)).toBe(1) // another connection borrows for itself
+      expect(await counted()).toBe(10)
+      expect(await claim(a)).toBe(1) // a's budget is spent: it borrows again
+      expect(await counted()).toBe(15)
+      // A claim rolled back gives its budget back with its messages.
+      await a.query('BEGIN')
+      expect(await claim(a)).toBe(1)
+      await a.query('ROLLBACK')
+      for (let i = 0; i < 4; i++) expect(await claim(a)).toBe(1)
+      expect(await counted()).toBe(15)
+      // New limits: budgets made under the old ones are not spent.
+      expect(await claim(b)).toBe(1) // from b's budget
+      expect(await counted()).toBe(15)
+      await t.postbox.updateQueue('borrowing', { keyRateLimit: { limit: 1600, per: '2h' } })
+      const before = await counted()
+      expect(await claim(b)).toBe(1)
+      expect(await counted()).toBe(before + 5)
+    } finally {
+      a.release()
+      b.release()
+    }
+    await t.postbox.purgeQueue('borrowing')
+  })
+
+  it('budgets borrowed by many connections keep every window of `per` within the limit', async () => {
+    // Limits a fleet reaches, high enough that its claims borrow while the windows are less than
+    // half full: the borrowed claims must be counted, so no window holds more than its limit.
+    await createFlowLedgers(t.pool, t.schema)
+    await t.postbox.createQueue('lending', { keyRateLimit: { limit: 60, per: '500ms' }, rateLimit: { limit: 150, per: '500ms' } })
+    await t.postbox.sendBatch('lending', Array.from({ length: 900 }, (_, i) => ({ payload: { n: i }, rateKey: `site-${i % 4}.example` })))
+    const env = { DATABASE_URL: t.url, SCHEMA: t.schema, QUEUE: 'lending', HANDLER: 'span', HANDLER_MS: '1', CONCURRENCY: '8', VISIBILITY_TIMEOUT: '30s', POLL_INTERVAL: '20ms' }
+    const workers = await Promise.all([startChildWorker(env), startChildWorker(env), startChildWorker(env)])
+    try {
+      await waitFor('every message handled', async () => (await t.postbox.stats('lending'))[0]?.total === 0, { timeoutMs: 90_000, intervalMs: 100 })
+    } finally {
+      await stopAll(workers)
+    }
+    const perKey = await maxClaimsInWindow(t.pool, t.schema, 'lending', 500, true)
+    const perQueue = await maxClaimsInWindow(t.pool, t.schema, 'lending', 500, false)
+    console.log(`budgets, 3 processes: ${JSON.stringify({ perKey, perQueue })}`)
+    expect(perKey).toBeLessThanOrEqual(60)
+    expect(perQueue).toBeLessThanOrEqual(150)
+    expect(perQueue).toBeGreaterThan(75) // the queue's limit was what held, past the half where borrowing stops
+  }, 180_000)
 
   it('a throttled key waits unclaimed: its messages are never claimed and given back', async () => {
     await createFlowLedgers(t.pool, t.schema)

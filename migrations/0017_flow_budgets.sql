@@ -1,0 +1,382 @@
+-- postbox 0017: limits far from reached cost a claim less (issue 15's target: claim+ack of a
+-- limited queue at >= 0.9x the same queue without limits; docs/performance.md, "Flow control").
+--
+-- Rate budgets. A claim that takes from a rate window far from its limit borrows ahead: when it
+-- got every candidate it asked for and the rows it locked stay more than half empty after it,
+-- it records four times as many claims again in those rows, stamped at the end of the next
+-- quarter period (at most a second), and keeps them as this connection's budget: its next claims
+-- of that key (or of the queue's own rate) in that time take from the budget and touch no window
+-- row. The budget lives in a session setting of the connection (set_config, not local), so it is
+-- rolled back with the claim that changed it, dropped with the connection, read only by the
+-- transactions that connection runs one after another (through a pooler too: any of them may
+-- spend it), and dropped when the queue's limits change (it carries the queue_flow row's
+-- limits and updated_at). The limit stays exact: borrowed claims are counted in their window
+-- from the moment they were borrowed to a stamp no earlier than the last moment they may be
+-- spent, so every window of `per` holding spent claims holds their borrowing; what is not spent
+-- is counted and wasted. A window more than half full lends nothing, so a key at its limit
+-- (1,000 keys at 2/s) is decided row by row as before.
+--
+-- maxInFlight. A slot row's messages are looked up (which of them are still in flight) only
+-- when the row could be full: when what it holds and what the claim wants pass its capacity
+-- (then all of them, exactly), or pass 320 (then its older half, whose messages were acked
+-- longest ago: looking up a message acked moments before cost several times more under
+-- concurrent claims, 7.3 ms a claim of 100 at 10 callers against about 2). Unchecked messages
+-- count as in flight, so the cap holds. A claim locks its connection's own slot row by key first
+-- (ordering every row to find it read all 32: 1.7 ms a claim at 10 callers, 0.02 ms now).
+--
+-- Measured (docs/performance.md, "Flow control"): see there.
+
+CREATE OR REPLACE FUNCTION {{schema}}.flow_take(queue text, ids bigint[], token uuid)
+RETURNS bigint[]
+LANGUAGE plpgsql
+AS $$
+-- 0017 (from 0014): budgets a connection holds in rate windows far from their limits, and
+-- maxInFlight's slot rows checked only when they could be full; the lines marked 0017.
+-- 0014 (from 0008): maxInFlight by slot rows of several places each, the queue's rate by shards of
+-- its window; the lines marked 0014.
+DECLARE
+  f {{schema}}.queue_flow;
+  kept bigint[] := ids;
+  keys text[];
+  locked_keys text[];
+  cap integer;
+  slot_no integer;          -- 0014: the slot row being filled
+  visited integer[] := '{}';
+  places integer;
+  room integer;
+  live_ids bigint[];
+  live_leases uuid[];
+  given bigint[] := '{}';   -- 0014: the candidates given room so far, in claim order
+  shard_no integer;         -- 0014: a shard of the queue's rate window
+  shard_stamps timestamptz[];
+  shard_counts integer[];
+  shards integer[] := '{}'; -- 0014: the shards locked, and their room
+  shard_rooms integer[] := '{}';
+  key_shards integer;       -- 0014: the shards of each key's window, and this connection's
+  own_shard integer;
+  id_keys text[];           -- 0014: the rate key of each candidate
+  locked_shards integer[];  -- 0014: the key rows locked (locked_keys, locked_shards) and their room
+  locked_rooms integer[];
+  short_keys text[];
+  more_keys text[];
+  more_shards integer[];
+  more_rooms integer[];
+  budget_name text;         -- 0017: this connection's budgets for the queue (see the migration's header)
+  budget jsonb;
+  gen text;
+  ahead interval;           -- 0017: how long a budget lasts
+  epoch_now float8 := extract(epoch FROM now());
+  rate_have integer := 0;   -- 0017: claims of the queue's rate the budget still allows
+  rate_used integer := 0;
+  rate_extra integer := 0;
+  key_have jsonb := '{}';   -- 0017: the same per rate key, for the keys of this claim
+  key_extra jsonb := '{}';
+  key_used jsonb := '{}';
+BEGIN
+  SELECT * INTO f FROM {{schema}}.queue_flow x WHERE x.queue = flow_take.queue;
+  -- 0017: the budgets this connection holds for this queue, if made under its current limits.
+  IF f.rate_limit IS NOT NULL OR f.key_rate_limit IS NOT NULL THEN
+    budget_name := 'postbox_budget_{{schema_name}}.q' || to_hex(hashtextextended(flow_take.queue, 0));
+    gen := concat_ws('/', f.rate_limit, f.rate_per, f.key_rate_limit, f.key_rate_per, f.updated_at);
+    budget := nullif(current_setting(budget_name, true), '')::jsonb;
+    IF budget ->> 'queue' IS DISTINCT FROM flow_take.queue OR budget ->> 'gen' IS DISTINCT FROM gen THEN
+      budget := NULL;
+    END IF;
+    IF (budget -> 'rate' ->> 1)::float8 >= epoch_now THEN
+      rate_have := (budget -> 'rate' ->> 0)::integer;
+    END IF;
+  END IF;
+  IF f.rate_limit IS NOT NULL THEN
+    -- 0014: the queue's rate is decided per shard of its window, each allowing its share of the
+    -- limit; a claim locks shards with room as its snapshot sees them (SKIP LOCKED, from a place
+    -- that depends on its connection) until they have room for its candidates, and reads their
+    -- room from their newest version, under the lock. When every shard with room is held by
+    -- other claims, it waits for one (holding none, it cannot wait in a circle). It never waits
+    -- for a second one.
+    IF f.paused THEN
+      RETURN '{}';
+    END IF;
+    -- 0017: what the budget allows first; shards only for the rest.
+    cap := least(rate_have, cardinality(ids));
+    FOR tries IN 1..16 LOOP
+      EXIT WHEN cap >= cardinality(ids);
+      SELECT w.shard, w.stamps, w.counts INTO shard_no, shard_stamps, shard_counts FROM {{schema}}.rate_windows w
+      WHERE w.queue = flow_take.queue AND w.rate_key = '' AND w.shard <> ALL (shards) AND w.free_at <= now()
+      ORDER BY (w.shard + pg_backend_pid()) % 16, w.shard
+      LIMIT 1
+      FOR NO KEY UPDATE SKIP LOCKED;
+      IF NOT FOUND THEN
+        EXIT WHEN cardinality(shards) > 0 OR cap > 0; -- 0017: or the budget allows some
+        SELECT w.shard, w.stamps, w.counts INTO shard_no, shard_stamps, shard_counts FROM {{schema}}.rate_windows w
+        WHERE w.queue = flow_take.queue AND w.rate_key = '' AND w.free_at <= now()
+        ORDER BY (w.shard + pg_backend_pid()) % 16, w.shard
+        LIMIT 1
+        FOR NO KEY UPDATE;
+        EXIT WHEN NOT FOUND;
+      END IF;
+      -- rate_window_room, written out (a SQL function is planned at every call).
+      SELECT greatest(0, CASE WHEN max(e.s) > now() + f.rate_per THEN 0
+                              ELSE {{schema}}.rate_shard_limit(f.rate_limit, shard_no) - coalesce(sum(e.c) FILTER (WHERE e.s > now() - f.rate_per), 0) END)
+      INTO room FROM unnest(shard_stamps, shard_counts) AS e(s, c);
+      shards := shards || shard_no;
+      shard_rooms := shard_rooms || room;
+      cap := cap + room;
+    END LOOP;
+    IF cap <= 0 THEN
+      RETURN '{}';
+    END IF;
+    IF cap < cardinality(ids) THEN
+      kept := ids[1:cap];
+    END IF;
+  END IF;
+  IF f.key_rate_limit IS NOT NULL THEN
+    -- 0014: a key's window is up to 16 rows too (shard 0..least(limit, 16) - 1, each allowing its
+    -- share of the key's limit), and a claim has its own shard of every key: the first of a seat
+    -- per shard (a transaction-level advisory lock, tried without waiting) that no other claim
+    -- of the queue holds, tried from its backend pid modulo the shards, so a connection mostly
+    -- keeps its seat. Claims far from a key's limit then do not meet on one row. (By pid alone,
+    -- 10 connections over 16 shards shared some: 0.29x.) A seat only spreads the claims; the row
+    -- locks decide. Candidates' keys are read once.
+    SELECT array_agg(m.headers ->> 'postbox-rate-key' ORDER BY p.ord) INTO id_keys
+    FROM unnest(ids) WITH ORDINALITY AS p(id, ord) JOIN {{schema}}.messages m ON m.id = p.id;
+    -- 0017: what the budget allows each key of the claim now; only keys whose candidates want more
+    -- go to their rows.
+    SELECT coalesce(jsonb_object_agg(n.k, (b.value ->> 0)::integer) FILTER (WHERE b.value IS NOT NULL), '{}'),
+           array_agg(n.k ORDER BY n.k COLLATE "C") FILTER (WHERE n.wanted > coalesce((b.value ->> 0)::integer, 0))
+    INTO key_have, keys
+    FROM (SELECT k, count(*)::integer AS wanted FROM unnest(id_keys) AS k WHERE k IS NOT NULL GROUP BY k) n
+    LEFT JOIN jsonb_each(budget -> 'keys') AS b ON b.key = n.k AND (b.value ->> 1)::float8 >= epoch_now;
+    IF keys IS NOT NULL THEN
+      key_shards := least(f.key_rate_limit, 16);
+      own_shard := pg_backend_pid() % key_shards;
+      FOR seat IN 0..key_shards - 1 LOOP
+        IF pg_try_advisory_xact_lock({{schema}}.wake_key('rate-seat/' || flow_take.queue || '/' || ((own_shard + seat) % key_shards))) THEN
+          own_shard := (own_shard + seat) % key_shards;
+          EXIT;
+        END IF;
+      END LOOP;
+      -- A key seen for the first time (or whose rows went idle and were dropped) gets all its
+      -- rows. Inserted in one order (bytewise), so two claims inserting the same new keys wait
+      -- for each other one way only.
+      INSERT INTO {{schema}}.rate_windows (queue, rate_key, shard)
+      SELECT flow_take.queue, k, g FROM unnest(keys) AS k CROSS JOIN generate_series(0, key_shards - 1) AS g
+      -- (A scalar look-up per key: as NOT EXISTS, the planner compared every key with every row of the shard.)
+      WHERE (SELECT w.shard FROM {{schema}}.rate_windows w WHERE w.queue = flow_take.queue AND w.rate_key = k AND w.shard = own_shard) IS NULL
+      ORDER BY k COLLATE "C", g
+      ON CONFLICT ON CONSTRAINT rate_windows_pkey DO NOTHING;
+      -- The connection's own shard of each key, waiting for it, keys in one order (bytewise). Its
+      -- room is read from its newest version, under the lock.
+      WITH locked AS (
+        SELECT w.rate_key, w.shard, w.stamps, w.counts FROM {{schema}}.rate_windows w
+        WHERE w.queue = flow_take.queue AND w.rate_key = ANY (keys) AND w.shard = own_shard
+        ORDER BY w.rate_key COLLATE "C"
+        FOR NO KEY UPDATE
+      )
+      SELECT array_agg(l.rate_key), array_agg(l.shard), array_agg(l.room) INTO locked_keys, locked_shards, locked_rooms
+      FROM (SELECT l.rate_key, l.shard,
+                   -- rate_window_room, written out: a function call per key cost more than the rest of this.
+                   (SELECT greatest(0, CASE WHEN max(e.s) > now() + f.key_rate_per THEN 0
+                                            ELSE {{schema}}.rate_shard_limit(f.key_rate_limit, l.shard)
+                                                 - coalesce(sum(e.c) FILTER (WHERE e.s > now() - f.key_rate_per), 0) END)
+                    FROM unnest(l.stamps, l.counts) AS e(s, c))::integer AS room
+            FROM locked l) l;
+      -- Keys whose candidates want more than the own shard allows: their other shards with room,
+      -- those no other claim holds (SKIP LOCKED: holding rows now, this claim waits for no more).
+      SELECT array_agg(n.k) INTO short_keys
+      FROM (SELECT k, count(*) AS wanted FROM unnest(id_keys) AS k WHERE k IS NOT NULL GROUP BY k) n
+      JOIN unnest(locked_keys, locked_rooms) AS r(k, room) ON r.k = n.k
+      WHERE n.wanted > r.room + coalesce((key_have ->> n.k)::integer, 0); -- 0017: and the budget
+      IF short_keys IS NOT NULL AND key_shards > 1 THEN
+        WITH more AS (
+          SELECT w.rate_key, w.shard, w.stamps, w.counts FROM {{schema}}.rate_windows w
+          WHERE w.queue = flow_take.queue AND w.rate_key = ANY (short_keys) AND w.shard <> own_shard AND w.free_at <= now()
+          ORDER BY w.rate_key COLLATE "C", w.shard
+          FOR NO KEY UPDATE SKIP LOCKED
+        )
+        SELECT array_agg(l.rate_key), array_agg(l.shard), array_agg(l.room) INTO more_keys, more_shards, more_rooms
+        FROM (SELECT l.rate_key, l.shard,
+                     (SELECT greatest(0, CASE WHEN max(e.s) > now() + f.key_rate_per THEN 0
+                                              ELSE {{schema}}.rate_shard_limit(f.key_rate_limit, l.shard)
+                                                   - coalesce(sum(e.c) FILTER (WHERE e.s > now() - f.key_rate_per), 0) END)
+                      FROM unnest(l.stamps, l.counts) AS e(s, c))::integer AS room
+              FROM more l) l;
+        IF more_keys IS NOT NULL THEN
+          locked_keys := locked_keys || more_keys;
+          locked_shards := locked_shards || more_shards;
+          locked_rooms := locked_rooms || more_rooms;
+        END IF;
+      END IF;
+      -- Per key, the first candidates in claim order take its room (all its locked shards); then
+      -- the queue-wide cap takes the first of those.
+      WITH room AS (
+        SELECT r.k, sum(r.room) AS room FROM (
+          SELECT l.k, l.room FROM unnest(locked_keys, locked_rooms) AS l(k, room)
+          UNION ALL
+          SELECT b.key, b.value::integer FROM jsonb_each_text(key_have) AS b -- 0017: and the budget
+        ) r GROUP BY r.k
+      ), ranked AS (
+        SELECT p.id, p.ord, p.k, row_number() OVER (PARTITION BY p.k ORDER BY p.ord) AS n
+        FROM unnest(ids, id_keys) WITH ORDINALITY AS p(id, k, ord)
+      )
+      SELECT coalesce(array_agg(c.id ORDER BY c.ord), '{}') INTO kept FROM (
+        SELECT r.id, r.ord FROM ranked r LEFT JOIN room ON room.k = r.k
+        WHERE r.k IS NULL OR r.n <= room.room
+        ORDER BY r.ord LIMIT coalesce(cap, cardinality(ids))) c;
+    ELSE
+      kept := ids[1:coalesce(cap, cardinality(ids))];
+    END IF;
+  END IF;
+  IF f.max_in_flight IS NOT NULL AND cardinality(kept) > 0 THEN
+    -- 0014: room in the queue's slot rows (see the migration's header), one row at a time until
+    -- the candidates have room: the row is locked first (SKIP LOCKED: any row will do), then what
+    -- it holds is read in a statement of its own, on a snapshot taken after the lock, so that the
+    -- claims of the row's previous holder are seen as in flight. Rows are tried from a place that
+    -- depends on the connection, so each connection mostly finds its own row, whose messages it
+    -- has acked.
+    FOR tries IN 1..32 LOOP
+      -- 0017: the connection's own row first, by its key (ordering all rows read every one).
+      IF tries = 1 THEN
+        SELECT s.slot INTO slot_no FROM {{schema}}.flight_slots s
+        WHERE s.queue = flow_take.queue AND s.slot = pg_backend_pid() % least(f.max_in_flight, 32) + 1
+        FOR UPDATE SKIP LOCKED;
+      END IF;
+      IF tries > 1 OR NOT FOUND THEN
+        SELECT s.slot INTO slot_no FROM {{schema}}.flight_slots s
+        WHERE s.queue = flow_take.queue AND s.slot <> ALL (visited)
+        ORDER BY (s.slot + pg_backend_pid()) % 32, s.slot
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
+      END IF;
+      visited := visited || slot_no;
+      SELECT s.capacity, coalesce(array_agg(e.id ORDER BY e.ord) FILTER (WHERE e.id IS NOT NULL), '{}'),
+             coalesce(array_agg(e.lease ORDER BY e.ord) FILTER (WHERE e.id IS NOT NULL), '{}')
+      INTO places, live_ids, live_leases
+      FROM {{schema}}.flight_slots s
+      LEFT JOIN LATERAL (
+        SELECT x.id, x.lease, x.ord FROM unnest(s.message_ids, s.leases) WITH ORDINALITY AS x(id, lease, ord)
+        -- 0017: looked up only when the row could be full: when what it holds and what this claim
+        -- wants pass its capacity (then all of it, exactly), or pass 320 (then its older half,
+        -- whose messages were acked longest ago: looking up a message just deleted cost several
+        -- times more under concurrent claims).
+        WHERE cardinality(s.message_ids) + cardinality(kept) - cardinality(given) <= least(s.capacity, 320)
+           OR (cardinality(s.message_ids) + cardinality(kept) - cardinality(given) <= s.capacity AND x.ord > cardinality(s.message_ids) / 2)
+           OR EXISTS (SELECT 1 FROM {{schema}}.messages m WHERE m.id = x.id AND m.lease = x.lease AND m.available_at > now())
+      ) e ON true
+      WHERE s.queue = flow_take.queue AND s.slot = slot_no
+      GROUP BY s.capacity;
+      room := least(places - cardinality(live_ids), cardinality(kept) - cardinality(given));
+      IF room > 0 THEN
+        live_ids := live_ids || kept[cardinality(given) + 1 : cardinality(given) + room];
+        live_leases := live_leases || array_fill(token, ARRAY[room]);
+        given := kept[1 : cardinality(given) + room];
+      END IF;
+      UPDATE {{schema}}.flight_slots s SET message_ids = live_ids, leases = live_leases
+      WHERE s.queue = flow_take.queue AND s.slot = slot_no;
+      EXIT WHEN cardinality(given) >= cardinality(kept);
+    END LOOP;
+    kept := given;
+  END IF;
+  IF f.key_rate_limit IS NOT NULL AND cardinality(kept) > 0 THEN
+    -- 0017: the claims of each key, taken from the budget first.
+    SELECT coalesce(jsonb_object_agg(p.k, p.used), '{}') INTO key_used
+    FROM (SELECT p.k, count(*)::integer AS used FROM unnest(ids, id_keys) AS p(id, k) WHERE p.id = ANY (kept) AND p.k IS NOT NULL GROUP BY p.k) p;
+  END IF;
+  IF locked_keys IS NOT NULL THEN
+    -- 0017: a key that got all its candidates wanted, and whose locked rows stay more than half
+    -- empty after them, borrows ahead: four times as many claims again, for this connection's
+    -- next claims in the coming quarter period.
+    SELECT coalesce(jsonb_object_agg(r.k, e.extra) FILTER (WHERE e.extra > 0), '{}') INTO key_extra
+    FROM (SELECT l.k, sum(l.room) AS room, sum({{schema}}.rate_shard_limit(f.key_rate_limit, l.shard)) AS lim
+          FROM unnest(locked_keys, locked_shards, locked_rooms) AS l(k, shard, room) GROUP BY l.k) r
+    JOIN (SELECT k, count(*)::integer AS wanted FROM unnest(id_keys) AS k WHERE k IS NOT NULL GROUP BY k) w ON w.k = r.k
+    CROSS JOIN LATERAL (SELECT coalesce((key_used ->> r.k)::integer, 0) AS used, coalesce((key_have ->> r.k)::integer, 0) AS have) u
+    CROSS JOIN LATERAL (
+      SELECT CASE WHEN u.used < w.wanted THEN 0
+                  ELSE greatest(0, least(4 * w.wanted, r.room - (u.used - least(u.have, u.used)) - r.lim / 2))::integer END AS extra
+    ) e;
+    -- Every locked row is written again, with 0 claims when it had no room: that refreshes
+    -- free_at, so the next scans skip it. 0014: a key's claims go into its locked shards, each up
+    -- to its room, in the order they were locked (its own shard first). 0017: the claims the
+    -- budget did not cover, and what the key borrows ahead, stamped at the end of the time it
+    -- may be spent in.
+    ahead := least(f.key_rate_per / 4, interval '1 second');
+    FOR late IN 0..1 LOOP
+      PERFORM {{schema}}.rate_windows_record(flow_take.queue, x.keys, x.shards, x.n, x.lims, f.key_rate_per,
+                                             CASE WHEN late = 1 THEN now() + ahead ELSE now() END)
+      FROM (SELECT array_agg(r.k ORDER BY r.ord) AS keys, array_agg(r.shard ORDER BY r.ord) AS shards,
+                   array_agg(greatest(0, least(r.room, c.n - (r.before - r.room)))::integer ORDER BY r.ord) AS n,
+                   array_agg({{schema}}.rate_shard_limit(f.key_rate_limit, r.shard) ORDER BY r.ord) AS lims
+            FROM (SELECT u.k, u.shard, u.room, u.ord, sum(u.room) OVER (PARTITION BY u.k ORDER BY u.ord) AS before
+                  FROM unnest(locked_keys, locked_shards, locked_rooms) WITH ORDINALITY AS u(k, shard, room, ord)) r
+            CROSS JOIN LATERAL (
+              SELECT coalesce((key_used ->> r.k)::integer, 0) AS used, coalesce((key_have ->> r.k)::integer, 0) AS have,
+                     coalesce((key_extra ->> r.k)::integer, 0) AS extra
+            ) u
+            CROSS JOIN LATERAL (SELECT u.used - least(u.have, u.used) + u.extra AS n) c
+            WHERE (u.extra > 0) = (late = 1)) x
+      WHERE x.keys IS NOT NULL;
+    END LOOP;
+    -- Now and then, keys whose rows are all idle go: they hold nothing a claim needs. (Not the
+    -- keys of this claim: one inserted just now is empty until it is recorded.) A key goes
+    -- whole, or not at all: its rows are locked, skipping those a claim holds, and it goes when
+    -- all of them were.
+    IF random() < 0.01 THEN
+      WITH idle AS (
+        SELECT x.rate_key FROM {{schema}}.rate_windows x
+        -- A minute's margin: a claim whose transaction started that much earlier than this one
+        -- would find the rows gone and count nothing before it.
+        WHERE x.queue = flow_take.queue AND x.rate_key <> '' AND x.rate_key <> ALL (locked_keys) AND x.free_at < now() - interval '1 minute'
+        AND NOT EXISTS (SELECT 1 FROM unnest(x.stamps) s WHERE s > now() - 2 * f.key_rate_per - interval '1 minute')
+        LIMIT 4000 FOR UPDATE SKIP LOCKED
+      ), whole AS (
+        SELECT i.rate_key FROM idle i GROUP BY i.rate_key
+        HAVING count(*) = (SELECT count(*) FROM {{schema}}.rate_windows y WHERE y.queue = flow_take.queue AND y.rate_key = i.rate_key)
+      )
+      DELETE FROM {{schema}}.rate_windows w USING whole
+      WHERE w.queue = flow_take.queue AND w.rate_key = whole.rate_key;
+    END IF;
+  END IF;
+  IF cardinality(kept) = 0 THEN
+    RETURN kept;
+  END IF;
+  IF f.rate_limit IS NOT NULL THEN
+    -- 0017: from the budget first; the shards take the rest, and what the claim borrows ahead when
+    -- it got all it asked for and its shards stay more than half empty (as for keys).
+    rate_used := least(rate_have, cardinality(kept));
+    IF cardinality(shards) > 0 AND cap >= cardinality(ids) THEN
+      rate_extra := greatest(0, least(4 * cardinality(ids), (SELECT sum(r) FROM unnest(shard_rooms) AS r) - (cardinality(kept) - rate_used)
+                                      - (SELECT sum({{schema}}.rate_shard_limit(f.rate_limit, s)) FROM unnest(shards) AS s) / 2));
+    END IF;
+    ahead := least(f.rate_per / 4, interval '1 second');
+    -- 0014: the claims go into the locked shards, each up to its room, in the order they were locked.
+    PERFORM {{schema}}.rate_windows_record(flow_take.queue, array_fill(''::text, ARRAY[cardinality(x.shards)]), x.shards, x.n, x.lims,
+      f.rate_per, CASE WHEN rate_extra > 0 THEN now() + ahead ELSE now() END)
+    FROM (SELECT array_agg(r.shard ORDER BY r.ord) AS shards, array_agg(r.n ORDER BY r.ord) AS n,
+                 array_agg({{schema}}.rate_shard_limit(f.rate_limit, r.shard) ORDER BY r.ord) AS lims
+          FROM (SELECT u.shard, u.ord, least(u.room, (cardinality(kept) - rate_used + rate_extra) - (sum(u.room) OVER (ORDER BY u.ord) - u.room))::integer AS n
+                FROM unnest(shards, shard_rooms) WITH ORDINALITY AS u(shard, room, ord)) r
+          WHERE r.n > 0) x
+    WHERE x.shards IS NOT NULL;
+  END IF;
+  -- 0017: what is left of the budgets, and what was borrowed, for this connection's next claims
+  -- (rolled back with the claim).
+  IF budget_name IS NOT NULL AND (rate_used > 0 OR rate_extra > 0 OR key_have <> '{}' OR key_extra <> '{}') THEN
+    PERFORM set_config(budget_name, jsonb_build_object('queue', flow_take.queue, 'gen', gen,
+      'rate', CASE WHEN rate_extra > 0 THEN jsonb_build_array(rate_extra, epoch_now + extract(epoch FROM least(f.rate_per / 4, interval '1 second')))
+                   WHEN rate_have > rate_used THEN jsonb_build_array(rate_have - rate_used, budget -> 'rate' -> 1) END,
+      'keys', (SELECT coalesce(jsonb_object_agg(b.k, b.v), '{}') FROM (
+        -- other keys' budgets, while they last
+        SELECT o.key AS k, o.value AS v FROM jsonb_each(budget -> 'keys') AS o
+        WHERE (o.value ->> 1)::float8 >= epoch_now AND NOT key_used ? o.key AND NOT key_extra ? o.key
+        UNION ALL
+        SELECT u.key, CASE WHEN key_extra ? u.key
+                           THEN jsonb_build_array((key_extra ->> u.key)::integer, epoch_now + extract(epoch FROM least(f.key_rate_per / 4, interval '1 second')))
+                           ELSE jsonb_build_array((key_have ->> u.key)::integer - least((key_have ->> u.key)::integer, u.value::integer), budget -> 'keys' -> u.key -> 1) END
+        FROM jsonb_each_text(key_used || key_extra) AS u
+        WHERE key_extra ? u.key OR (key_have ->> u.key)::integer > u.value::integer) b))::text, false);
+  END IF;
+  -- (A place given to a message that claim_groups then refuses is free again at once: the
+  -- message does not hold this token.)
+  RETURN kept;
+END $$;
