@@ -1218,6 +1218,8 @@ DECLARE
   slot_no integer;          -- 0014: the slot row being filled
   visited integer[] := '{}';
   places integer;
+  held integer;             -- 0017: how many ids the slot row holds, and how many places the claim still wants
+  wanted integer;
   room integer;
   live_ids bigint[];
   live_leases uuid[];
@@ -1254,7 +1256,11 @@ BEGIN
     budget_name := 'postbox_budget_{{schema}}.q' || to_hex(hashtextextended(flow_take.queue, 0));
     gen := concat_ws('/', f.rate_limit, f.rate_per, f.key_rate_limit, f.key_rate_per, f.updated_at);
     budget := nullif(current_setting(budget_name, true), '')::jsonb;
-    IF budget ->> 'queue' IS DISTINCT FROM flow_take.queue OR budget ->> 'gen' IS DISTINCT FROM gen THEN
+    -- (And only once the transaction that last borrowed into it committed: a transaction prepared
+    -- for two-phase commit keeps its session settings even when it is rolled back later.)
+    IF budget ->> 'queue' IS DISTINCT FROM flow_take.queue OR budget ->> 'gen' IS DISTINCT FROM gen
+       OR NOT (budget ->> 'xid' = pg_current_xact_id_if_assigned()::text
+               OR pg_xact_status((budget ->> 'xid')::xid8) IS NOT DISTINCT FROM 'committed') THEN
       budget := NULL;
     END IF;
     IF (budget -> 'rate' ->> 1)::float8 >= epoch_now THEN
@@ -1411,12 +1417,12 @@ BEGIN
     FOR tries IN 1..32 LOOP
       -- 0017: the connection's own row first, by its key (ordering all rows read every one).
       IF tries = 1 THEN
-        SELECT s.slot INTO slot_no FROM {{schema}}.flight_slots s
+        SELECT s.slot, s.capacity, cardinality(s.message_ids) INTO slot_no, places, held FROM {{schema}}.flight_slots s
         WHERE s.queue = flow_take.queue AND s.slot = pg_backend_pid() % least(f.max_in_flight, 32) + 1
         FOR UPDATE SKIP LOCKED;
       END IF;
       IF tries > 1 OR NOT FOUND THEN
-        SELECT s.slot INTO slot_no FROM {{schema}}.flight_slots s
+        SELECT s.slot, s.capacity, cardinality(s.message_ids) INTO slot_no, places, held FROM {{schema}}.flight_slots s
         WHERE s.queue = flow_take.queue AND s.slot <> ALL (visited)
         ORDER BY (s.slot + pg_backend_pid()) % 32, s.slot
         LIMIT 1
@@ -1424,23 +1430,30 @@ BEGIN
         EXIT WHEN NOT FOUND;
       END IF;
       visited := visited || slot_no;
-      SELECT s.capacity, coalesce(array_agg(e.id ORDER BY e.ord) FILTER (WHERE e.id IS NOT NULL), '{}'),
+      wanted := cardinality(kept) - cardinality(given);
+      -- 0017: the row's messages are looked up (which are still in flight) only when it could be
+      -- full: when what it holds and what this claim wants pass its capacity (then all of them,
+      -- exactly), or pass 320 (then all but its newest 100, whose messages were acked last:
+      -- looking up a message deleted moments before cost several times more under concurrent
+      -- claims). Until then they count as in flight and the claim's own are added to them.
+      IF held + wanted <= least(places, 320) THEN
+        UPDATE {{schema}}.flight_slots s
+        SET message_ids = s.message_ids || kept[cardinality(given) + 1 :], leases = s.leases || array_fill(token, ARRAY[wanted])
+        WHERE s.queue = flow_take.queue AND s.slot = slot_no;
+        given := kept;
+        EXIT;
+      END IF;
+      SELECT coalesce(array_agg(e.id ORDER BY e.ord) FILTER (WHERE e.id IS NOT NULL), '{}'),
              coalesce(array_agg(e.lease ORDER BY e.ord) FILTER (WHERE e.id IS NOT NULL), '{}')
-      INTO places, live_ids, live_leases
+      INTO live_ids, live_leases
       FROM {{schema}}.flight_slots s
       LEFT JOIN LATERAL (
         SELECT x.id, x.lease, x.ord FROM unnest(s.message_ids, s.leases) WITH ORDINALITY AS x(id, lease, ord)
-        -- 0017: looked up only when the row could be full: when what it holds and what this claim
-        -- wants pass its capacity (then all of it, exactly), or pass 320 (then its older half,
-        -- whose messages were acked longest ago: looking up a message just deleted cost several
-        -- times more under concurrent claims).
-        WHERE cardinality(s.message_ids) + cardinality(kept) - cardinality(given) <= least(s.capacity, 320)
-           OR (cardinality(s.message_ids) + cardinality(kept) - cardinality(given) <= s.capacity AND x.ord > cardinality(s.message_ids) / 2)
+        WHERE (held + wanted <= places AND x.ord > held - 100)
            OR EXISTS (SELECT 1 FROM {{schema}}.messages m WHERE m.id = x.id AND m.lease = x.lease AND m.available_at > now())
       ) e ON true
-      WHERE s.queue = flow_take.queue AND s.slot = slot_no
-      GROUP BY s.capacity;
-      room := least(places - cardinality(live_ids), cardinality(kept) - cardinality(given));
+      WHERE s.queue = flow_take.queue AND s.slot = slot_no;
+      room := least(places - cardinality(live_ids), wanted);
       IF room > 0 THEN
         live_ids := live_ids || kept[cardinality(given) + 1 : cardinality(given) + room];
         live_leases := live_leases || array_fill(token, ARRAY[room]);
@@ -1538,6 +1551,7 @@ BEGIN
   -- (rolled back with the claim).
   IF budget_name IS NOT NULL AND (rate_used > 0 OR rate_extra > 0 OR key_have <> '{}' OR key_extra <> '{}') THEN
     PERFORM set_config(budget_name, jsonb_build_object('queue', flow_take.queue, 'gen', gen,
+      'xid', CASE WHEN rate_extra > 0 OR key_extra <> '{}' THEN pg_current_xact_id()::text ELSE budget ->> 'xid' END,
       'rate', CASE WHEN rate_extra > 0 THEN jsonb_build_array(rate_extra, epoch_now + extract(epoch FROM least(f.rate_per / 4, interval '1 second')))
                    WHEN rate_have > rate_used THEN jsonb_build_array(rate_have - rate_used, budget -> 'rate' -> 1) END,
       'keys', (SELECT coalesce(jsonb_object_agg(b.k, b.v), '{}') FROM (

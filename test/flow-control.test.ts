@@ -163,7 +163,7 @@ describe('maxInFlight', { timeout: 180_000 }, () => {
     expect(await t.postbox.receive('capped-lazy', { max: 100, visibilityTimeout: '1h' })).toHaveLength(64)
     await t.postbox.purgeQueue('capped-lazy')
 
-    // Far from the cap, a row keeps the ids of acked messages until it holds 320 or could fill.
+    // Far from the cap, a row keeps the ids of acked messages until it would pass 320 or could fill.
     await t.postbox.createQueue('capped-far', { maxInFlight: 10_000 })
     await t.postbox.sendBatch('capped-far', Array.from({ length: 20 }, (_, n) => ({ n })))
     const c = await t.pool.connect()
@@ -355,6 +355,40 @@ describe('rate limits', { timeout: 180_000 }, () => {
       b.release()
     }
     await t.postbox.purgeQueue('borrowing')
+  })
+
+  it('a budget whose borrowing transaction did not commit is not spent', async () => {
+    // A transaction prepared for two-phase commit keeps its session settings even when it is
+    // rolled back later; here the budget is written by hand, naming a transaction rolled back.
+    await t.postbox.createQueue('unborrowed', { keyRateLimit: { limit: 1600, per: '1h' } })
+    await t.postbox.sendBatch('unborrowed', Array.from({ length: 3 }, (_, n) => ({ payload: { n }, rateKey: 'k.example' })))
+    const c = await t.pool.connect()
+    try {
+      await c.query('BEGIN')
+      const { rows: [aborted] } = await c.query<{ xid: string }>('SELECT pg_current_xact_id()::text AS xid')
+      await c.query('ROLLBACK')
+      const { rows: [names] } = await c.query<{ name: string; gen: string }>(
+        `SELECT 'postbox_budget_' || $1 || '.q' || to_hex(hashtextextended('unborrowed', 0)) AS name,
+                concat_ws('/', f.rate_limit, f.rate_per, f.key_rate_limit, f.key_rate_per, f.updated_at) AS gen
+         FROM "${t.schema}".queue_flow f WHERE f.queue = 'unborrowed'`, [t.schema])
+      const budget = { queue: 'unborrowed', gen: names!.gen, xid: aborted!.xid, keys: { 'k.example': [100, Date.now() / 1000 + 3600] } }
+      const counted = async () => (await t.sql<{ n: number }>(
+        `SELECT coalesce(sum(x), 0)::int AS n FROM "${t.schema}".rate_windows w, unnest(w.counts) AS x WHERE w.queue = 'unborrowed' AND w.rate_key = 'k.example'`,
+      ))[0]!.n
+      await c.query('SELECT set_config($1, $2, false)', [names!.name, JSON.stringify(budget)])
+      await c.query(`SELECT * FROM "${t.schema}".claim('unborrowed', 1, '1h')`)
+      expect(await counted()).toBe(5) // counted in the window (and borrowed anew), not taken from the false budget
+      // The same budget naming a committed transaction is spent: the window is not written.
+      await c.query('BEGIN')
+      const { rows: [committed] } = await c.query<{ xid: string }>('SELECT pg_current_xact_id()::text AS xid')
+      await c.query('COMMIT')
+      await c.query('SELECT set_config($1, $2, false)', [names!.name, JSON.stringify({ ...budget, xid: committed!.xid })])
+      await c.query(`SELECT * FROM "${t.schema}".claim('unborrowed', 1, '1h')`)
+      expect(await counted()).toBe(5)
+    } finally {
+      c.release()
+    }
+    await t.postbox.purgeQueue('unborrowed')
   })
 
   it('budgets borrowed by many connections keep every window of `per` within the limit', async () => {
