@@ -1241,7 +1241,9 @@ DECLARE
   budget_name text;         -- 0017: this connection's budgets for the queue (see the migration's header)
   budget jsonb;
   gen text;
-  ahead interval;           -- 0017: how long a budget lasts
+  rate_ahead interval;      -- 0017: how long a budget lasts (half the period, at most a second)
+  key_ahead interval;
+  keys_budget jsonb;
   epoch_now float8 := extract(epoch FROM now());
   rate_have integer := 0;   -- 0017: claims of the queue's rate the budget still allows
   rate_used integer := 0;
@@ -1255,6 +1257,8 @@ BEGIN
   IF f.rate_limit IS NOT NULL OR f.key_rate_limit IS NOT NULL THEN
     budget_name := 'postbox_budget_{{schema}}.q' || to_hex(hashtextextended(flow_take.queue, 0));
     gen := concat_ws('/', f.rate_limit, f.rate_per, f.key_rate_limit, f.key_rate_per, f.updated_at);
+    rate_ahead := least(f.rate_per / 2, interval '1 second');
+    key_ahead := least(f.key_rate_per / 2, interval '1 second');
     budget := nullif(current_setting(budget_name, true), '')::jsonb;
     -- (And only once the transaction that last borrowed into it committed: a transaction prepared
     -- for two-phase commit keeps its session settings even when it is rolled back later.)
@@ -1472,8 +1476,8 @@ BEGIN
   END IF;
   IF locked_keys IS NOT NULL THEN
     -- 0017: a key that got all its candidates wanted, and whose locked rows stay more than half
-    -- empty after them, borrows ahead: four times as many claims again, for this connection's
-    -- next claims in the coming quarter period.
+    -- empty after them, borrows ahead: eight times as many claims again, for this connection's
+    -- next claims in the coming half period (at most a second).
     SELECT coalesce(jsonb_object_agg(r.k, e.extra) FILTER (WHERE e.extra > 0), '{}') INTO key_extra
     FROM (SELECT l.k, sum(l.room) AS room, sum({{schema}}.rate_shard_limit(f.key_rate_limit, l.shard)) AS lim
           FROM unnest(locked_keys, locked_shards, locked_rooms) AS l(k, shard, room) GROUP BY l.k) r
@@ -1481,17 +1485,16 @@ BEGIN
     CROSS JOIN LATERAL (SELECT coalesce((key_used ->> r.k)::integer, 0) AS used, coalesce((key_have ->> r.k)::integer, 0) AS have) u
     CROSS JOIN LATERAL (
       SELECT CASE WHEN u.used < w.wanted THEN 0
-                  ELSE greatest(0, least(4 * w.wanted, r.room - (u.used - least(u.have, u.used)) - r.lim / 2))::integer END AS extra
+                  ELSE greatest(0, least(8 * w.wanted, r.room - (u.used - least(u.have, u.used)) - r.lim / 2))::integer END AS extra
     ) e;
     -- Every locked row is written again, with 0 claims when it had no room: that refreshes
     -- free_at, so the next scans skip it. 0014: a key's claims go into its locked shards, each up
     -- to its room, in the order they were locked (its own shard first). 0017: the claims the
     -- budget did not cover, and what the key borrows ahead, stamped at the end of the time it
     -- may be spent in.
-    ahead := least(f.key_rate_per / 4, interval '1 second');
     FOR late IN 0..1 LOOP
       PERFORM {{schema}}.rate_windows_record(flow_take.queue, x.keys, x.shards, x.n, x.lims, f.key_rate_per,
-                                             CASE WHEN late = 1 THEN now() + ahead ELSE now() END)
+                                             CASE WHEN late = 1 THEN now() + key_ahead ELSE now() END)
       FROM (SELECT array_agg(r.k ORDER BY r.ord) AS keys, array_agg(r.shard ORDER BY r.ord) AS shards,
                    array_agg(greatest(0, least(r.room, c.n - (r.before - r.room)))::integer ORDER BY r.ord) AS n,
                    array_agg({{schema}}.rate_shard_limit(f.key_rate_limit, r.shard) ORDER BY r.ord) AS lims
@@ -1532,38 +1535,42 @@ BEGIN
     -- 0017: from the budget first; the shards take the rest, and what the claim borrows ahead when
     -- it got all it asked for and its shards stay more than half empty (as for keys).
     rate_used := least(rate_have, cardinality(kept));
-    IF cardinality(shards) > 0 AND cap >= cardinality(ids) THEN
-      rate_extra := greatest(0, least(4 * cardinality(ids), (SELECT sum(r) FROM unnest(shard_rooms) AS r) - (cardinality(kept) - rate_used)
-                                      - (SELECT sum({{schema}}.rate_shard_limit(f.rate_limit, s)) FROM unnest(shards) AS s) / 2));
+    IF cardinality(shards) > 0 THEN
+      IF cap >= cardinality(ids) THEN
+        rate_extra := greatest(0, least(8 * cardinality(ids), (SELECT sum(r) FROM unnest(shard_rooms) AS r) - (cardinality(kept) - rate_used)
+                                        - (SELECT sum({{schema}}.rate_shard_limit(f.rate_limit, s)) FROM unnest(shards) AS s) / 2));
+      END IF;
+      -- 0014: the claims go into the locked shards, each up to its room, in the order they were locked.
+      PERFORM {{schema}}.rate_windows_record(flow_take.queue, array_fill(''::text, ARRAY[cardinality(x.shards)]), x.shards, x.n, x.lims,
+        f.rate_per, CASE WHEN rate_extra > 0 THEN now() + rate_ahead ELSE now() END)
+      FROM (SELECT array_agg(r.shard ORDER BY r.ord) AS shards, array_agg(r.n ORDER BY r.ord) AS n,
+                   array_agg({{schema}}.rate_shard_limit(f.rate_limit, r.shard) ORDER BY r.ord) AS lims
+            FROM (SELECT u.shard, u.ord, least(u.room, (cardinality(kept) - rate_used + rate_extra) - (sum(u.room) OVER (ORDER BY u.ord) - u.room))::integer AS n
+                  FROM unnest(shards, shard_rooms) WITH ORDINALITY AS u(shard, room, ord)) r
+            WHERE r.n > 0) x
+      WHERE x.shards IS NOT NULL;
     END IF;
-    ahead := least(f.rate_per / 4, interval '1 second');
-    -- 0014: the claims go into the locked shards, each up to its room, in the order they were locked.
-    PERFORM {{schema}}.rate_windows_record(flow_take.queue, array_fill(''::text, ARRAY[cardinality(x.shards)]), x.shards, x.n, x.lims,
-      f.rate_per, CASE WHEN rate_extra > 0 THEN now() + ahead ELSE now() END)
-    FROM (SELECT array_agg(r.shard ORDER BY r.ord) AS shards, array_agg(r.n ORDER BY r.ord) AS n,
-                 array_agg({{schema}}.rate_shard_limit(f.rate_limit, r.shard) ORDER BY r.ord) AS lims
-          FROM (SELECT u.shard, u.ord, least(u.room, (cardinality(kept) - rate_used + rate_extra) - (sum(u.room) OVER (ORDER BY u.ord) - u.room))::integer AS n
-                FROM unnest(shards, shard_rooms) WITH ORDINALITY AS u(shard, room, ord)) r
-          WHERE r.n > 0) x
-    WHERE x.shards IS NOT NULL;
   END IF;
   -- 0017: what is left of the budgets, and what was borrowed, for this connection's next claims
   -- (rolled back with the claim).
   IF budget_name IS NOT NULL AND (rate_used > 0 OR rate_extra > 0 OR key_have <> '{}' OR key_extra <> '{}') THEN
-    PERFORM set_config(budget_name, jsonb_build_object('queue', flow_take.queue, 'gen', gen,
-      'xid', CASE WHEN rate_extra > 0 OR key_extra <> '{}' THEN pg_current_xact_id()::text ELSE budget ->> 'xid' END,
-      'rate', CASE WHEN rate_extra > 0 THEN jsonb_build_array(rate_extra, epoch_now + extract(epoch FROM least(f.rate_per / 4, interval '1 second')))
-                   WHEN rate_have > rate_used THEN jsonb_build_array(rate_have - rate_used, budget -> 'rate' -> 1) END,
-      'keys', (SELECT coalesce(jsonb_object_agg(b.k, b.v), '{}') FROM (
+    IF f.key_rate_limit IS NOT NULL THEN
+      SELECT coalesce(jsonb_object_agg(b.k, b.v), '{}') INTO keys_budget FROM (
         -- other keys' budgets, while they last
         SELECT o.key AS k, o.value AS v FROM jsonb_each(budget -> 'keys') AS o
         WHERE (o.value ->> 1)::float8 >= epoch_now AND NOT key_used ? o.key AND NOT key_extra ? o.key
         UNION ALL
         SELECT u.key, CASE WHEN key_extra ? u.key
-                           THEN jsonb_build_array((key_extra ->> u.key)::integer, epoch_now + extract(epoch FROM least(f.key_rate_per / 4, interval '1 second')))
+                           THEN jsonb_build_array((key_extra ->> u.key)::integer, epoch_now + extract(epoch FROM key_ahead))
                            ELSE jsonb_build_array((key_have ->> u.key)::integer - least((key_have ->> u.key)::integer, u.value::integer), budget -> 'keys' -> u.key -> 1) END
         FROM jsonb_each_text(key_used || key_extra) AS u
-        WHERE key_extra ? u.key OR (key_have ->> u.key)::integer > u.value::integer) b))::text, false);
+        WHERE key_extra ? u.key OR (key_have ->> u.key)::integer > u.value::integer) b;
+    END IF;
+    PERFORM set_config(budget_name, jsonb_build_object('queue', flow_take.queue, 'gen', gen,
+      'xid', CASE WHEN rate_extra > 0 OR key_extra <> '{}' THEN pg_current_xact_id()::text ELSE budget ->> 'xid' END,
+      'rate', CASE WHEN rate_extra > 0 THEN jsonb_build_array(rate_extra, epoch_now + extract(epoch FROM rate_ahead))
+                   WHEN rate_have > rate_used THEN jsonb_build_array(rate_have - rate_used, budget -> 'rate' -> 1) END,
+      'keys', keys_budget)::text, false);
   END IF;
   -- (A place given to a message that claim_groups then refuses is free again at once: the
   -- message does not hold this token.)

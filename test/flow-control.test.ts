@@ -316,9 +316,9 @@ describe('rate limits', { timeout: 180_000 }, () => {
 
   it('a connection borrows ahead from a window far from its limit, spends it without writing the window, and loses it on rollback or a change of limits', async () => {
     // 1,600 an hour per key: 16 rows of 100, so a claim of one leaves its row more than half
-    // empty and borrows four more (migration 0017).
+    // empty and borrows eight more (migration 0017).
     await t.postbox.createQueue('borrowing', { keyRateLimit: { limit: 1600, per: '1h' } })
-    await t.postbox.sendBatch('borrowing', Array.from({ length: 30 }, (_, n) => ({ payload: { n }, rateKey: 'k.example' })))
+    await t.postbox.sendBatch('borrowing', Array.from({ length: 40 }, (_, n) => ({ payload: { n }, rateKey: 'k.example' })))
     const counted = async () => {
       const [row] = await t.sql<{ n: number }>(
         `SELECT coalesce(sum(c), 0)::int AS n FROM "${t.schema}".rate_windows w, unnest(w.counts) AS c WHERE w.queue = 'borrowing' AND w.rate_key = 'k.example'`,
@@ -330,26 +330,26 @@ describe('rate limits', { timeout: 180_000 }, () => {
     try {
       const claim = async (c: typeof a) => (await c.query<{ n: number }>(one)).rows[0]!.n
       expect(await claim(a)).toBe(1)
-      expect(await counted()).toBe(5) // its claim and four borrowed
-      for (let i = 0; i < 4; i++) expect(await claim(a)).toBe(1)
-      expect(await counted()).toBe(5) // spent from the budget: the window was not written
+      expect(await counted()).toBe(9) // its claim and eight borrowed
+      for (let i = 0; i < 8; i++) expect(await claim(a)).toBe(1)
+      expect(await counted()).toBe(9) // spent from the budget: the window was not written
       expect(await claim(b)).toBe(1) // another connection borrows for itself
-      expect(await counted()).toBe(10)
+      expect(await counted()).toBe(18)
       expect(await claim(a)).toBe(1) // a's budget is spent: it borrows again
-      expect(await counted()).toBe(15)
+      expect(await counted()).toBe(27)
       // A claim rolled back gives its budget back with its messages.
       await a.query('BEGIN')
       expect(await claim(a)).toBe(1)
       await a.query('ROLLBACK')
-      for (let i = 0; i < 4; i++) expect(await claim(a)).toBe(1)
-      expect(await counted()).toBe(15)
+      for (let i = 0; i < 8; i++) expect(await claim(a)).toBe(1)
+      expect(await counted()).toBe(27)
       // New limits: budgets made under the old ones are not spent.
       expect(await claim(b)).toBe(1) // from b's budget
-      expect(await counted()).toBe(15)
+      expect(await counted()).toBe(27)
       await t.postbox.updateQueue('borrowing', { keyRateLimit: { limit: 1600, per: '2h' } })
       const before = await counted()
       expect(await claim(b)).toBe(1)
-      expect(await counted()).toBe(before + 5)
+      expect(await counted()).toBe(before + 9)
     } finally {
       a.release()
       b.release()
@@ -377,14 +377,14 @@ describe('rate limits', { timeout: 180_000 }, () => {
       ))[0]!.n
       await c.query('SELECT set_config($1, $2, false)', [names!.name, JSON.stringify(budget)])
       await c.query(`SELECT * FROM "${t.schema}".claim('unborrowed', 1, '1h')`)
-      expect(await counted()).toBe(5) // counted in the window (and borrowed anew), not taken from the false budget
+      expect(await counted()).toBe(9) // counted in the window (and borrowed anew), not taken from the false budget
       // The same budget naming a committed transaction is spent: the window is not written.
       await c.query('BEGIN')
       const { rows: [committed] } = await c.query<{ xid: string }>('SELECT pg_current_xact_id()::text AS xid')
       await c.query('COMMIT')
       await c.query('SELECT set_config($1, $2, false)', [names!.name, JSON.stringify({ ...budget, xid: committed!.xid })])
       await c.query(`SELECT * FROM "${t.schema}".claim('unborrowed', 1, '1h')`)
-      expect(await counted()).toBe(5)
+      expect(await counted()).toBe(9)
     } finally {
       c.release()
     }
