@@ -18,10 +18,13 @@
 --
 -- maxInFlight. A slot row's messages are looked up (which of them are still in flight) only
 -- when the row could be full: when what it holds and what the claim wants pass its capacity
--- (then all of them, exactly), or pass 320 (then all but its newest 100, whose messages were
+-- (then all of them, exactly), or pass 800 (then all but its newest 200, whose messages were
 -- acked last: looking up a message acked moments before cost several times more under
--- concurrent claims, 7.3 ms a claim of 100 at 10 callers against about 2). Until then a claim
--- only appends its own, and unchecked messages count as in flight, so the cap holds. A claim
+-- concurrent claims, 7.3 ms a claim of 100 at 10 callers; past 320 with the newest 100 kept,
+-- half the claims looked up 200 at 22 us each; past 800, one claim in eight looks up 600 at 12
+-- us each). Until then a claim only appends its own, and unchecked messages count as in flight,
+-- so the cap holds. A row of 800 ids and leases (19 kB) is kept compressed in the row (about 7
+-- kB: a claim's 100 leases are one token repeated). A claim
 -- locks its connection's own slot row by key first (ordering every row to find it read all 32:
 -- 1.7 ms a claim at 10 callers, 0.02 ms now).
 --
@@ -77,6 +80,7 @@ DECLARE
   key_have jsonb := '{}';   -- 0017: the same per rate key, for the keys of this claim
   key_extra jsonb := '{}';
   key_used jsonb := '{}';
+  key_wanted jsonb := '{}';
 BEGIN
   SELECT * INTO f FROM {{schema}}.queue_flow x WHERE x.queue = flow_take.queue;
   -- 0017: the budgets this connection holds for this queue, if made under its current limits.
@@ -153,8 +157,9 @@ BEGIN
     -- 0017: what the budget allows each key of the claim now; only keys whose candidates want more
     -- go to their rows.
     SELECT coalesce(jsonb_object_agg(n.k, (b.value ->> 0)::integer) FILTER (WHERE b.value IS NOT NULL), '{}'),
+           coalesce(jsonb_object_agg(n.k, n.wanted), '{}'),
            array_agg(n.k ORDER BY n.k COLLATE "C") FILTER (WHERE n.wanted > coalesce((b.value ->> 0)::integer, 0))
-    INTO key_have, keys
+    INTO key_have, key_wanted, keys
     FROM (SELECT k, count(*)::integer AS wanted FROM unnest(id_keys) AS k WHERE k IS NOT NULL GROUP BY k) n
     LEFT JOIN jsonb_each(budget -> 'keys') AS b ON b.key = n.k AND (b.value ->> 1)::float8 >= epoch_now;
     IF keys IS NOT NULL THEN
@@ -263,10 +268,10 @@ BEGIN
       wanted := cardinality(kept) - cardinality(given);
       -- 0017: the row's messages are looked up (which are still in flight) only when it could be
       -- full: when what it holds and what this claim wants pass its capacity (then all of them,
-      -- exactly), or pass 320 (then all but its newest 100, whose messages were acked last:
+      -- exactly), or pass 800 (then all but its newest 200, whose messages were acked last:
       -- looking up a message deleted moments before cost several times more under concurrent
       -- claims). Until then they count as in flight and the claim's own are added to them.
-      IF held + wanted <= least(places, 320) THEN
+      IF held + wanted <= least(places, 800) THEN
         UPDATE {{schema}}.flight_slots s
         SET message_ids = s.message_ids || kept[cardinality(given) + 1 :], leases = s.leases || array_fill(token, ARRAY[wanted])
         WHERE s.queue = flow_take.queue AND s.slot = slot_no;
@@ -279,7 +284,7 @@ BEGIN
       FROM {{schema}}.flight_slots s
       LEFT JOIN LATERAL (
         SELECT x.id, x.lease, x.ord FROM unnest(s.message_ids, s.leases) WITH ORDINALITY AS x(id, lease, ord)
-        WHERE (held + wanted <= places AND x.ord > held - 100)
+        WHERE (held + wanted <= places AND x.ord > held - 200)
            OR EXISTS (SELECT 1 FROM {{schema}}.messages m WHERE m.id = x.id AND m.lease = x.lease AND m.available_at > now())
       ) e ON true
       WHERE s.queue = flow_take.queue AND s.slot = slot_no;
@@ -296,9 +301,13 @@ BEGIN
     kept := given;
   END IF;
   IF f.key_rate_limit IS NOT NULL AND cardinality(kept) > 0 THEN
-    -- 0017: the claims of each key, taken from the budget first.
-    SELECT coalesce(jsonb_object_agg(p.k, p.used), '{}') INTO key_used
-    FROM (SELECT p.k, count(*)::integer AS used FROM unnest(ids, id_keys) AS p(id, k) WHERE p.id = ANY (kept) AND p.k IS NOT NULL GROUP BY p.k) p;
+    -- 0017: the claims of each key, taken from the budget first (all its candidates, when none was refused).
+    IF cardinality(kept) = cardinality(ids) THEN
+      key_used := key_wanted;
+    ELSE
+      SELECT coalesce(jsonb_object_agg(p.k, p.used), '{}') INTO key_used
+      FROM (SELECT p.k, count(*)::integer AS used FROM unnest(ids, id_keys) AS p(id, k) WHERE p.id = ANY (kept) AND p.k IS NOT NULL GROUP BY p.k) p;
+    END IF;
   END IF;
   IF locked_keys IS NOT NULL THEN
     -- 0017: a key that got all its candidates wanted, and whose locked rows stay more than half

@@ -163,7 +163,7 @@ describe('maxInFlight', { timeout: 180_000 }, () => {
     expect(await t.postbox.receive('capped-lazy', { max: 100, visibilityTimeout: '1h' })).toHaveLength(64)
     await t.postbox.purgeQueue('capped-lazy')
 
-    // Far from the cap, a row keeps the ids of acked messages until it would pass 320 or could fill.
+    // Far from the cap, a row keeps the ids of acked messages until it would pass 800 or could fill.
     await t.postbox.createQueue('capped-far', { maxInFlight: 10_000 })
     await t.postbox.sendBatch('capped-far', Array.from({ length: 20 }, (_, n) => ({ n })))
     const c = await t.pool.connect()

@@ -1,4 +1,6 @@
 // npx tsx bench/diagnose/flow-calls.ts [calls]   (PATCH_SQL=<file> as in flow-ab.ts)
+//   VARIANTS=a,b: only those variants; TAKES=flow_take,flow_take_old: time each of these functions
+//   (same arguments; one defined by PATCH_SQL, say), in turn, three times: A/B on one server
 // What flow_gate and flow_take cost a call by themselves, per variant of the flow bench: each
 // called `calls` times in a loop inside one DO block on one connection, each call its own
 // transaction (ids of 100 messages that exist, so a keyed queue reads their keys; none claimed,
@@ -14,14 +16,16 @@ try {
   if (process.env.PATCH_SQL) await db.sql(readFileSync(process.env.PATCH_SQL, 'utf8').replaceAll('{{schema}}', db.schema).replaceAll('{{schema_name}}', db.schema))
   const c = await db.pool.connect()
   try {
+    const takes = (process.env.TAKES ?? '').split(',').filter(Boolean)
     for (const [variant, options] of Object.entries(LIMIT_VARIANTS)) {
+      if (process.env.VARIANTS && !process.env.VARIANTS.split(',').includes(variant)) continue
       const queue = `calls-${variant.toLowerCase()}`
       await db.postbox.createQueue(queue, options)
       await db.sql(
         `INSERT INTO ${db.schema}.messages (queue, payload, headers)
          SELECT $1, '{}'::jsonb, jsonb_build_object('postbox-rate-key', 'site-' || (g % 100)) FROM generate_series(1, 100) g`, [queue])
-      for (const fn of ['flow_gate', 'flow_take']) {
-        const call = fn === 'flow_gate' ? `PERFORM ${db.schema}.flow_gate(q, 100)` : `PERFORM ${db.schema}.flow_take(q, ids, gen_random_uuid())`
+      for (const fn of takes.length > 0 ? [...takes, ...takes, ...takes] : ['flow_gate', 'flow_take']) {
+        const call = fn === 'flow_gate' ? `PERFORM ${db.schema}.flow_gate(q, 100)` : `PERFORM ${db.schema}.${fn}(q, ids, gen_random_uuid())`
         await c.query(`SELECT set_config('flow_calls.q', $1, false)`, [queue])
         await c.query(`
           DO $$
