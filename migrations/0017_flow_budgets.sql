@@ -2,8 +2,8 @@
 -- limited queue at >= 0.9x the same queue without limits; docs/performance.md, "Flow control").
 --
 -- Rate budgets. A claim that takes from a rate window far from its limit borrows ahead: when it
--- got every candidate it asked for and the rows it locked stay more than half empty after it,
--- it records eight times as many claims again in those rows, stamped at the end of the next
+-- got every candidate it asked for and the rows it locked stay at least half empty after it,
+-- it records up to eight times as many claims again in those rows, stamped at the end of the next
 -- half period (at most a second), and keeps them as this connection's budget: its next claims
 -- of that key (or of the queue's own rate) in that time take from the budget and touch no window
 -- row. The budget lives in a session setting of the connection (set_config, not local), so it is
@@ -13,8 +13,8 @@
 -- limits and updated_at). The limit stays exact: borrowed claims are counted in their window
 -- from the moment they were borrowed to a stamp no earlier than the last moment they may be
 -- spent, so every window of `per` holding spent claims holds their borrowing; what is not spent
--- is counted and wasted. A window more than half full lends nothing, so a key at its limit
--- (1,000 keys at 2/s) is decided row by row as before.
+-- is counted and wasted. A window that would be more than half full lends nothing, so a key at
+-- its limit (1,000 keys at 2/s: rows of 1) is decided row by row as before.
 --
 -- maxInFlight. A slot row's messages are looked up (which of them are still in flight) only
 -- when the row could be full: when what it holds and what the claim wants pass its capacity
@@ -310,7 +310,7 @@ BEGIN
     END IF;
   END IF;
   IF locked_keys IS NOT NULL THEN
-    -- 0017: a key that got all its candidates wanted, and whose locked rows stay more than half
+    -- 0017: a key that got all its candidates wanted, and whose locked rows stay at least half
     -- empty after them, borrows ahead: eight times as many claims again, for this connection's
     -- next claims in the coming half period (at most a second).
     SELECT coalesce(jsonb_object_agg(r.k, e.extra) FILTER (WHERE e.extra > 0), '{}') INTO key_extra
@@ -320,7 +320,7 @@ BEGIN
     CROSS JOIN LATERAL (SELECT coalesce((key_used ->> r.k)::integer, 0) AS used, coalesce((key_have ->> r.k)::integer, 0) AS have) u
     CROSS JOIN LATERAL (
       SELECT CASE WHEN u.used < w.wanted THEN 0
-                  ELSE greatest(0, least(8 * w.wanted, r.room - (u.used - least(u.have, u.used)) - r.lim / 2))::integer END AS extra
+                  ELSE greatest(0, least(8 * w.wanted, r.room - (u.used - least(u.have, u.used)) - (r.lim + 1) / 2))::integer END AS extra
     ) e;
     -- Every locked row is written again, with 0 claims when it had no room: that refreshes
     -- free_at, so the next scans skip it. 0014: a key's claims go into its locked shards, each up
@@ -368,12 +368,12 @@ BEGIN
   END IF;
   IF f.rate_limit IS NOT NULL THEN
     -- 0017: from the budget first; the shards take the rest, and what the claim borrows ahead when
-    -- it got all it asked for and its shards stay more than half empty (as for keys).
+    -- it got all it asked for and its shards stay at least half empty (as for keys).
     rate_used := least(rate_have, cardinality(kept));
     IF cardinality(shards) > 0 THEN
       IF cap >= cardinality(ids) THEN
         rate_extra := greatest(0, least(8 * cardinality(ids), (SELECT sum(r) FROM unnest(shard_rooms) AS r) - (cardinality(kept) - rate_used)
-                                        - (SELECT sum({{schema}}.rate_shard_limit(f.rate_limit, s)) FROM unnest(shards) AS s) / 2));
+                                        - ((SELECT sum({{schema}}.rate_shard_limit(f.rate_limit, s)) FROM unnest(shards) AS s) + 1) / 2));
       END IF;
       -- 0014: the claims go into the locked shards, each up to its room, in the order they were locked.
       PERFORM {{schema}}.rate_windows_record(flow_take.queue, array_fill(''::text, ARRAY[cardinality(x.shards)]), x.shards, x.n, x.lims,
