@@ -20,7 +20,7 @@
 // earlier claims left behind (dead until vacuum; in-flight ones too), since every claim starts
 // its index scan at the front of the queue.
 import pg from 'pg'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { pgExecutor } from '../../src/db/pg-executor.js'
 import * as m from '../../src/queries/messages.js'
@@ -28,6 +28,7 @@ import { schemaName } from '../../src/schema-name.js'
 import { Postbox } from '../../src/index.js'
 import { openBenchDb, type BenchDb } from '../bench-db.js'
 import { preloadRaw } from '../baselines.js'
+import { sqlPatch } from './sql-patch.js'
 import { cpuBetween, cpuReader } from '../cpu.js'
 import { settle } from '../end-to-end.js'
 import { progress } from '../measure.js'
@@ -62,7 +63,7 @@ const db = await openBenchDb()
 const readCpu = await cpuReader(db)
 const pb = db.schema
 // PATCH_SQL=<file>: SQL run after the migrations ({{schema}} and {{schema_name}} replaced), as in flow-ab.ts.
-if (process.env.PATCH_SQL) await db.sql(readFileSync(process.env.PATCH_SQL, 'utf8').replaceAll('{{schema}}', pb).replaceAll('{{schema_name}}', pb))
+if (process.env.PATCH_SQL) await db.sql(sqlPatch(process.env.PATCH_SQL, pb))
 
 /** A postbox schema whose `queue` column compares with the C collation (memcmp, no strcoll). */
 const pbc = `${pb}_c`

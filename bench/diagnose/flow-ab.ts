@@ -5,13 +5,13 @@
 // The flow bench's claim rounds alone (limitedClaimRounds: receive 100 + ack, 10 callers, the
 // variants taking turns), more rounds than the bench's quick run, with the ratios to no limits:
 // for trying a change to the limits' SQL before it becomes a migration.
-import { readFileSync } from 'node:fs'
 import { openBenchDb, type BenchDb } from '../bench-db.js'
 import { limitedClaimRounds } from '../flow-scenarios.js'
+import { sqlPatch } from './sql-patch.js'
 
 const rounds = Number(process.argv[2] ?? 5)
 const db = await openBenchDb()
-const patch = (file: string) => db.sql(readFileSync(file, 'utf8').replaceAll('{{schema}}', db.schema).replaceAll('{{schema_name}}', db.schema))
+const patch = (file: string) => db.sql(sqlPatch(file, db.schema))
 const ratios = (rates: Record<string, number>) =>
   Object.fromEntries(Object.entries(rates).map(([variant, rate]) => [variant, rate / (rates.unlimited as number)]))
 const median = (list: number[]) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)] as number

@@ -6,14 +6,14 @@
 // transaction (ids of 100 messages that exist, so a keyed queue reads their keys; none claimed,
 // so a slot row drops them when it looks), timed by clock_timestamp(). One connection, no
 // contention: the fixed price a claim of a limited queue pays on top of an unlimited one.
-import { readFileSync } from 'node:fs'
 import { openBenchDb } from '../bench-db.js'
 import { LIMIT_VARIANTS } from '../flow-scenarios.js'
+import { sqlPatch } from './sql-patch.js'
 
 const calls = Number(process.argv[2] ?? 2000)
 const db = await openBenchDb()
 try {
-  if (process.env.PATCH_SQL) await db.sql(readFileSync(process.env.PATCH_SQL, 'utf8').replaceAll('{{schema}}', db.schema).replaceAll('{{schema_name}}', db.schema))
+  if (process.env.PATCH_SQL) await db.sql(sqlPatch(process.env.PATCH_SQL, db.schema))
   const c = await db.pool.connect()
   try {
     const takes = (process.env.TAKES ?? '').split(',').filter(Boolean)

@@ -1,17 +1,17 @@
 // npx tsx bench/diagnose/flow-statements.ts [variant]
 //   PRIME=<variant>: drain a queue of that variant first, on the same pool; CALLERS=<n> (default 10);
-//   PATCH_SQL=<file>: SQL run after the migrations ({{schema}} replaced), as in flow-ab.ts
+//   PATCH_SQL=<file>: SQL run after the migrations ({{schema}} and {{schema_name}} replaced), as in flow-ab.ts
 // Which statements inside claim() and ack() a limited queue's claims spend their time in:
 // pg_stat_statements (track = all, so statements inside functions count: calls, ms, blocks) over a
 // round of the flow bench's claim+ack (receive 100 + ack) on a queue of one variant (default
 // keyRateLimit), and what the claiming backends wait on (pg_stat_activity sampled every 2 ms), on
 // DATABASE_URL (pg_stat_statements preloaded) or an embedded Postgres.
-import { readFileSync } from 'node:fs'
 import pg from 'pg'
 import { startEmbeddedPostgres } from '../../src/embedded/embedded-postgres.js'
 import { Postbox } from '../../src/index.js'
 import { LIMIT_VARIANTS } from '../flow-scenarios.js'
 import { drain } from '../measure.js'
+import { sqlPatch } from './sql-patch.js'
 
 const variant = process.argv[2] ?? 'keyRateLimit'
 const local = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres({
@@ -24,7 +24,7 @@ pool.on('error', () => {})
 const postbox = new Postbox({ connectionString: url, schema, poolSize: 10 })
 try {
   await postbox.migrate()
-  if (process.env.PATCH_SQL) await pool.query(readFileSync(process.env.PATCH_SQL, 'utf8').replaceAll('{{schema}}', schema).replaceAll('{{schema_name}}', schema))
+  if (process.env.PATCH_SQL) await pool.query(sqlPatch(process.env.PATCH_SQL, schema))
   await pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements')
   const queue = 'flow-diag'
   await postbox.createQueue(queue, LIMIT_VARIANTS[variant])
