@@ -1239,6 +1239,7 @@ DECLARE
   more_shards integer[];
   more_rooms integer[];
   budget_name text;         -- 0017: this connection's budgets for the queue (see the migration's header)
+  holding boolean := false; -- 0017: this transaction took window rows of the queue before
   budget jsonb;
   gen text;
   rate_ahead interval;      -- 0017: how long a budget lasts (half the period, at most a second)
@@ -1257,6 +1258,13 @@ BEGIN
   -- 0017: the budgets this connection holds for this queue, if made under its current limits.
   IF f.rate_limit IS NOT NULL OR f.key_rate_limit IS NOT NULL THEN
     budget_name := 'postbox_budget_{{schema}}.q' || to_hex(hashtextextended(flow_take.queue, 0));
+    -- A transaction that already took this queue's window rows (claim's later rounds, or a caller
+    -- claiming twice in one transaction) waits for no more: it could wait for a claim that waits
+    -- for a row it holds. Marked for the rest of the transaction (a local setting).
+    holding := current_setting(budget_name || 'h', true) IS NOT DISTINCT FROM '1';
+    IF NOT holding THEN
+      PERFORM set_config(budget_name || 'h', '1', true);
+    END IF;
     gen := concat_ws('/', f.rate_limit, f.rate_per, f.key_rate_limit, f.key_rate_per, f.updated_at);
     rate_ahead := least(f.rate_per / 2, interval '1 second');
     key_ahead := least(f.key_rate_per / 2, interval '1 second');
@@ -1292,11 +1300,18 @@ BEGIN
       LIMIT 1
       FOR NO KEY UPDATE SKIP LOCKED;
       IF NOT FOUND THEN
-        EXIT WHEN cardinality(shards) > 0 OR cap > 0; -- 0017: or the budget allows some
-        SELECT w.shard, w.stamps, w.counts INTO shard_no, shard_stamps, shard_counts FROM {{schema}}.rate_windows w
+        EXIT WHEN cardinality(shards) > 0 OR cap > 0 OR holding; -- 0017: or the budget allows some, or it took rows before
+        -- 0017: one shard chosen first, then waited for by its key. (Waiting inside an ordered
+        -- scan, a claim whose shard filled meanwhile went on to the next one still holding the
+        -- first, and claims waiting so made circles: deadlocks, seen with ten callers at the
+        -- limit in test/flow-budgets-pooled.test.ts.) Its room may be none by then.
+        SELECT w.shard INTO shard_no FROM {{schema}}.rate_windows w
         WHERE w.queue = flow_take.queue AND w.rate_key = '' AND w.free_at <= now()
         ORDER BY (w.shard + pg_backend_pid()) % 16, w.shard
-        LIMIT 1
+        LIMIT 1;
+        EXIT WHEN NOT FOUND;
+        SELECT w.stamps, w.counts INTO shard_stamps, shard_counts FROM {{schema}}.rate_windows w
+        WHERE w.queue = flow_take.queue AND w.rate_key = '' AND w.shard = shard_no
         FOR NO KEY UPDATE;
         EXIT WHEN NOT FOUND;
       END IF;
@@ -1344,20 +1359,30 @@ BEGIN
       END LOOP;
       -- A key seen for the first time (or whose rows went idle and were dropped) gets all its
       -- rows. Inserted in one order (bytewise), so two claims inserting the same new keys wait
-      -- for each other one way only.
+      -- for each other one way only. (0017: not by a transaction holding rows already: an insert
+      -- waits for another's insert of the same key; that key's candidates wait for a next claim.)
       INSERT INTO {{schema}}.rate_windows (queue, rate_key, shard)
       SELECT flow_take.queue, k, g FROM unnest(keys) AS k CROSS JOIN generate_series(0, key_shards - 1) AS g
       -- (A scalar look-up per key: as NOT EXISTS, the planner compared every key with every row of the shard.)
-      WHERE (SELECT w.shard FROM {{schema}}.rate_windows w WHERE w.queue = flow_take.queue AND w.rate_key = k AND w.shard = own_shard) IS NULL
+      WHERE NOT holding
+        AND (SELECT w.shard FROM {{schema}}.rate_windows w WHERE w.queue = flow_take.queue AND w.rate_key = k AND w.shard = own_shard) IS NULL
       ORDER BY k COLLATE "C", g
       ON CONFLICT ON CONSTRAINT rate_windows_pkey DO NOTHING;
       -- The connection's own shard of each key, waiting for it, keys in one order (bytewise). Its
-      -- room is read from its newest version, under the lock.
-      WITH locked AS (
+      -- room is read from its newest version, under the lock. (0017: skipping the rows others hold,
+      -- in a transaction holding rows already.)
+      WITH waiting AS (
         SELECT w.rate_key, w.shard, w.stamps, w.counts FROM {{schema}}.rate_windows w
-        WHERE w.queue = flow_take.queue AND w.rate_key = ANY (keys) AND w.shard = own_shard
+        WHERE NOT holding AND w.queue = flow_take.queue AND w.rate_key = ANY (keys) AND w.shard = own_shard
         ORDER BY w.rate_key COLLATE "C"
         FOR NO KEY UPDATE
+      ), skipping AS (
+        SELECT w.rate_key, w.shard, w.stamps, w.counts FROM {{schema}}.rate_windows w
+        WHERE holding AND w.queue = flow_take.queue AND w.rate_key = ANY (keys) AND w.shard = own_shard
+        ORDER BY w.rate_key COLLATE "C"
+        FOR NO KEY UPDATE SKIP LOCKED
+      ), locked AS (
+        SELECT * FROM waiting UNION ALL SELECT * FROM skipping
       )
       SELECT array_agg(l.rate_key), array_agg(l.shard), array_agg(l.room) INTO locked_keys, locked_shards, locked_rooms
       FROM (SELECT l.rate_key, l.shard,

@@ -392,11 +392,13 @@ describe('rate limits', { timeout: 180_000 }, () => {
   })
 
   it('budgets borrowed by many connections keep every window of `per` within the limit', async () => {
-    // Limits a fleet reaches, high enough that its claims borrow while the windows are less than
-    // half full: the borrowed claims must be counted, so no window holds more than its limit.
+    // Limits a fleet reaches, with rows large enough that claims borrow while their windows are
+    // less than half full (a key's rows hold 25, the queue's 62: a claim of a few of a key, or
+    // of 8 for the queue, leaves room to lend): the borrowed claims must be counted, so no window
+    // holds more than its limit.
     await createFlowLedgers(t.pool, t.schema)
-    await t.postbox.createQueue('lending', { keyRateLimit: { limit: 60, per: '500ms' }, rateLimit: { limit: 150, per: '500ms' } })
-    await t.postbox.sendBatch('lending', Array.from({ length: 900 }, (_, i) => ({ payload: { n: i }, rateKey: `site-${i % 4}.example` })))
+    await t.postbox.createQueue('lending', { keyRateLimit: { limit: 400, per: '1s' }, rateLimit: { limit: 1000, per: '1s' } })
+    await t.postbox.sendBatch('lending', Array.from({ length: 3000 }, (_, i) => ({ payload: { n: i }, rateKey: `site-${i % 4}.example` })))
     const env = { DATABASE_URL: t.url, SCHEMA: t.schema, QUEUE: 'lending', HANDLER: 'span', HANDLER_MS: '1', CONCURRENCY: '8', VISIBILITY_TIMEOUT: '30s', POLL_INTERVAL: '20ms' }
     const workers = await Promise.all([startChildWorker(env), startChildWorker(env), startChildWorker(env)])
     try {
@@ -404,12 +406,12 @@ describe('rate limits', { timeout: 180_000 }, () => {
     } finally {
       await stopAll(workers)
     }
-    const perKey = await maxClaimsInWindow(t.pool, t.schema, 'lending', 500, true)
-    const perQueue = await maxClaimsInWindow(t.pool, t.schema, 'lending', 500, false)
+    const perKey = await maxClaimsInWindow(t.pool, t.schema, 'lending', 1000, true)
+    const perQueue = await maxClaimsInWindow(t.pool, t.schema, 'lending', 1000, false)
     console.log(`budgets, 3 processes: ${JSON.stringify({ perKey, perQueue })}`)
-    expect(perKey).toBeLessThanOrEqual(60)
-    expect(perQueue).toBeLessThanOrEqual(150)
-    expect(perQueue).toBeGreaterThan(75) // the queue's limit was what held, past the half where borrowing stops
+    expect(perKey).toBeLessThanOrEqual(400)
+    expect(perQueue).toBeLessThanOrEqual(1000)
+    expect(perQueue).toBeGreaterThan(500) // the windows went past the half where lending stops
   }, 180_000)
 
   it('a throttled key waits unclaimed: its messages are never claimed and given back', async () => {

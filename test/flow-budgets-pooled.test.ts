@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest'
+import { createFlowLedgers, maxClaimsInWindow } from './support/flow-ledger.js'
+import { useTestSchema } from './support/test-schema.js'
+
+// Rate budgets (migration 0017, docs/flow-control.md) are a session setting of the server
+// connection a claim ran on. This file uses no session feature of its own and no child process,
+// so CI runs it through PgBouncer in transaction mode too, where one client's claims land on any
+// server connection and spend whatever budget that connection holds: the limits must hold there
+// as they do on direct connections.
+
+const t = useTestSchema()
+
+describe('rate budgets on pooled connections', { timeout: 120_000 }, () => {
+  it('ten callers borrowing and spending on whatever connection they get keep every window within the limits', async () => {
+    await createFlowLedgers(t.pool, t.schema)
+    // A key's rows hold 25 and the queue's 62, so claims of 10 borrow while the windows are less
+    // than half full; four keys at 400/s outrun the queue's 1,000/s, which is what holds.
+    await t.postbox.createQueue('pooled-budgets', { keyRateLimit: { limit: 400, per: '1s' }, rateLimit: { limit: 1000, per: '1s' } })
+    const total = 2500
+    await t.postbox.sendBatch('pooled-budgets', Array.from({ length: total }, (_, i) => ({ payload: { n: i }, rateKey: `site-${i % 4}.example` })))
+    const postbox = t.newPostbox()
+    let handled = 0
+    try {
+      await Promise.all(Array.from({ length: 10 }, async () => {
+        while (handled < total) {
+          const messages = await postbox.receive('pooled-budgets', { max: 10 })
+          handled += messages.length
+          if (messages.length > 0) await postbox.ack(messages)
+          else await new Promise((resolve) => setTimeout(resolve, 5)) // the window is full: claim again shortly
+        }
+      }))
+    } finally {
+      await postbox.close()
+    }
+    const perKey = await maxClaimsInWindow(t.pool, t.schema, 'pooled-budgets', 1000, true)
+    const perQueue = await maxClaimsInWindow(t.pool, t.schema, 'pooled-budgets', 1000, false)
+    console.log(`budgets, 10 callers in one process: ${JSON.stringify({ perKey, perQueue, handled })}`)
+    expect(handled).toBe(total)
+    expect(perKey).toBeLessThanOrEqual(400)
+    expect(perQueue).toBeLessThanOrEqual(1000)
+    expect(perQueue).toBeGreaterThan(500) // the windows went past the half where lending stops
+  })
+})
