@@ -17,6 +17,7 @@ try {
   const c = await db.pool.connect()
   try {
     const takes = (process.env.TAKES ?? '').split(',').filter(Boolean)
+    for (const fn of takes) if (!/^[a-z_][a-z0-9_]*$/.test(fn)) throw new Error(`TAKES: not a function name: ${fn}`)
     for (const [variant, options] of Object.entries(LIMIT_VARIANTS)) {
       if (process.env.VARIANTS && !process.env.VARIANTS.split(',').includes(variant)) continue
       const queue = `calls-${variant.toLowerCase()}`
