@@ -315,7 +315,7 @@ describe('rate limits', { timeout: 180_000 }, () => {
   }, 120_000)
 
   it('a connection borrows ahead from a window far from its limit, spends it without writing the window, and loses it on rollback or a change of limits', async () => {
-    // 1,600 an hour per key: 16 rows of 100, so a claim of one leaves its row more than half
+    // 1,600 an hour per key: 16 rows of 100, so a claim of one leaves its row at least half
     // empty and borrows eight more (migration 0017).
     await t.postbox.createQueue('borrowing', { keyRateLimit: { limit: 1600, per: '1h' } })
     await t.postbox.sendBatch('borrowing', Array.from({ length: 40 }, (_, n) => ({ payload: { n }, rateKey: 'k.example' })))
