@@ -1294,17 +1294,21 @@ BEGIN
     cap := least(rate_have, cardinality(ids));
     FOR tries IN 1..16 LOOP
       EXIT WHEN cap >= cardinality(ids);
+      -- 0017: rows with room first, by order rather than by filter: a row locked and then found
+      -- changed is checked again against the filter, and one that fails it stays locked unseen;
+      -- a claim holding such a row and then waiting for another made circles (deadlocks, seen
+      -- with ten callers at the limit in test/flow-budgets-pooled.test.ts). Now every row it
+      -- locks is one it knows of, and a full one ends the search.
       SELECT w.shard, w.stamps, w.counts INTO shard_no, shard_stamps, shard_counts FROM {{schema}}.rate_windows w
-      WHERE w.queue = flow_take.queue AND w.rate_key = '' AND w.shard <> ALL (shards) AND w.free_at <= now()
-      ORDER BY (w.shard + pg_backend_pid()) % 16, w.shard
+      WHERE w.queue = flow_take.queue AND w.rate_key = '' AND w.shard <> ALL (shards)
+      ORDER BY w.free_at > now(), (w.shard + pg_backend_pid()) % 16, w.shard
       LIMIT 1
       FOR NO KEY UPDATE SKIP LOCKED;
       IF NOT FOUND THEN
         EXIT WHEN cardinality(shards) > 0 OR cap > 0 OR holding; -- 0017: or the budget allows some, or it took rows before
-        -- 0017: one shard chosen first, then waited for by its key. (Waiting inside an ordered
-        -- scan, a claim whose shard filled meanwhile went on to the next one still holding the
-        -- first, and claims waiting so made circles: deadlocks, seen with ten callers at the
-        -- limit in test/flow-budgets-pooled.test.ts.) Its room may be none by then.
+        -- 0017: one shard chosen first, then waited for by its key, so that the claim holds
+        -- nothing while it waits (waiting inside an ordered scan, a claim whose shard filled
+        -- meanwhile went on to the next one still holding the first). Its room may be none by then.
         SELECT w.shard INTO shard_no FROM {{schema}}.rate_windows w
         WHERE w.queue = flow_take.queue AND w.rate_key = '' AND w.free_at <= now()
         ORDER BY (w.shard + pg_backend_pid()) % 16, w.shard
@@ -1322,6 +1326,7 @@ BEGIN
       shards := shards || shard_no;
       shard_rooms := shard_rooms || room;
       cap := cap + room;
+      EXIT WHEN room = 0; -- 0017: the rest are full too, as far as this claim can tell
     END LOOP;
     IF cap <= 0 THEN
       RETURN '{}';
