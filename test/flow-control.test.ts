@@ -27,6 +27,19 @@ async function drainWithThreeWorkers(queue: string, env: Record<string, string>)
   }
 }
 
+/**
+ * The claims counted in a queue's rate window rows: a key's own rows, or (`'shared'`) the rows of
+ * its key limit's shared window (rate key '', shards below 0: migration 0018).
+ */
+async function windowCount(queue: string, rows: 'shared' | { key: string }): Promise<number> {
+  const [row] = await t.sql<{ n: number }>(
+    `SELECT coalesce(sum(c), 0)::int AS n FROM "${t.schema}".rate_windows w, unnest(w.counts) AS c
+     WHERE w.queue = $1 AND CASE WHEN $2::text IS NULL THEN w.rate_key = '' AND w.shard < 0 ELSE w.rate_key = $2 END`,
+    [queue, rows === 'shared' ? null : rows.key],
+  )
+  return row!.n
+}
+
 describe('pauseQueue and resumeQueue', () => {
   it('a paused queue accepts sends, hands out nothing, shows paused, and wakes its idle worker on resume', async () => {
     await t.postbox.createQueue('paused')
@@ -315,41 +328,38 @@ describe('rate limits', { timeout: 180_000 }, () => {
   }, 120_000)
 
   it('a connection borrows ahead from a window far from its limit, spends it without writing the window, and loses it on rollback or a change of limits', async () => {
-    // 1,600 an hour per key: 16 rows of 100, so a claim of one leaves its row at least half
-    // empty and borrows eight more (migration 0017).
-    await t.postbox.createQueue('borrowing', { keyRateLimit: { limit: 1600, per: '1h' } })
-    await t.postbox.sendBatch('borrowing', Array.from({ length: 40 }, (_, n) => ({ payload: { n }, rateKey: 'k.example' })))
-    const counted = async () => {
-      const [row] = await t.sql<{ n: number }>(
-        `SELECT coalesce(sum(c), 0)::int AS n FROM "${t.schema}".rate_windows w, unnest(w.counts) AS c WHERE w.queue = 'borrowing' AND w.rate_key = 'k.example'`,
-      )
-      return row!.n
-    }
+    // 320,000 an hour per key: the key limit's shared window allows 20,000 (a sixteenth) in rows
+    // of 1,250, so a claim of one leaves its row at least half empty and borrows 32 more
+    // (migrations 0017, 0018). Its key's own rows are not touched at all.
+    await t.postbox.createQueue('borrowing', { keyRateLimit: { limit: 320_000, per: '1h' } })
+    await t.postbox.sendBatch('borrowing', Array.from({ length: 80 }, (_, n) => ({ payload: { n }, rateKey: 'k.example' })))
+    const counted = () => windowCount('borrowing', 'shared')
     const one = `SELECT count(*)::int AS n FROM "${t.schema}".claim('borrowing', 1, '1h')`
     const [a, b] = [await t.pool.connect(), await t.pool.connect()]
     try {
       const claim = async (c: typeof a) => (await c.query<{ n: number }>(one)).rows[0]!.n
       expect(await claim(a)).toBe(1)
-      expect(await counted()).toBe(9) // its claim and eight borrowed
-      for (let i = 0; i < 8; i++) expect(await claim(a)).toBe(1)
-      expect(await counted()).toBe(9) // spent from the budget: the window was not written
+      expect(await counted()).toBe(33) // its claim and 32 borrowed
+      for (let i = 0; i < 32; i++) expect(await claim(a)).toBe(1)
+      expect(await counted()).toBe(33) // spent from the budget: the window was not written
       expect(await claim(b)).toBe(1) // another connection borrows for itself
-      expect(await counted()).toBe(18)
+      expect(await counted()).toBe(66)
       expect(await claim(a)).toBe(1) // a's budget is spent: it borrows again
-      expect(await counted()).toBe(27)
+      expect(await counted()).toBe(99)
       // A claim rolled back gives its budget back with its messages.
       await a.query('BEGIN')
       expect(await claim(a)).toBe(1)
       await a.query('ROLLBACK')
-      for (let i = 0; i < 8; i++) expect(await claim(a)).toBe(1)
-      expect(await counted()).toBe(27)
+      for (let i = 0; i < 4; i++) expect(await claim(a)).toBe(1)
+      expect(await counted()).toBe(99)
       // New limits: budgets made under the old ones are not spent.
       expect(await claim(b)).toBe(1) // from b's budget
-      expect(await counted()).toBe(27)
-      await t.postbox.updateQueue('borrowing', { keyRateLimit: { limit: 1600, per: '2h' } })
+      expect(await counted()).toBe(99)
+      await t.postbox.updateQueue('borrowing', { keyRateLimit: { limit: 320_000, per: '2h' } })
       const before = await counted()
       expect(await claim(b)).toBe(1)
-      expect(await counted()).toBe(before + 9)
+      expect(await counted()).toBe(before + 33)
+      expect(await windowCount('borrowing', { key: 'k.example' })).toBe(0) // the key's own rows: never made
     } finally {
       a.release()
       b.release()
@@ -357,10 +367,56 @@ describe('rate limits', { timeout: 180_000 }, () => {
     await t.postbox.purgeQueue('borrowing')
   })
 
+  it('the shared window counts the most candidates a claim takes of one key; when it is full, the keys\' own rows count and lend as before', async () => {
+    await t.postbox.createQueue('shared-most', { keyRateLimit: { limit: 1_600_000, per: '1h' } })
+    await t.postbox.sendBatch('shared-most', ['a', 'a', 'b', 'a', 'c', 'c'].map((key, n) => ({ payload: { n }, rateKey: `${key}.example` })))
+    const c = await t.pool.connect()
+    try {
+      // Rows of 6,250: the claim of six (three of a, two of c, one of b) counts 3 and borrows 96.
+      await c.query(`SELECT * FROM "${t.schema}".claim('shared-most', 6, '1h')`)
+      expect(await windowCount('shared-most', 'shared')).toBe(3 + 96)
+      for (const key of ['a', 'b', 'c']) expect(await windowCount('shared-most', { key: `${key}.example` })).toBe(0)
+    } finally {
+      c.release()
+    }
+    // The shared window full: a key's own rows (the limit less the shared window's sixteenth,
+    // 30,000 an hour: 16 rows of 1,875) count a claim and lend 32 more, spent without writing them.
+    await t.postbox.createQueue('shared-full', { keyRateLimit: { limit: 32_000, per: '1h' } })
+    await t.postbox.sendBatch('shared-full', Array.from({ length: 40 }, (_, n) => ({ payload: { n }, rateKey: 'k.example' })))
+    await t.sql(
+      `UPDATE "${t.schema}".rate_windows w SET stamps = ARRAY[now()], counts = ARRAY[125], free_at = now() + interval '1 hour'
+       WHERE w.queue = 'shared-full' AND w.rate_key = '' AND w.shard < 0`,
+    )
+    const d = await t.pool.connect()
+    try {
+      const claim = async () => (await d.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${t.schema}".claim('shared-full', 1, '1h')`)).rows[0]!.n
+      expect(await claim()).toBe(1)
+      expect(await windowCount('shared-full', { key: 'k.example' })).toBe(33)
+      for (let i = 0; i < 32; i++) expect(await claim()).toBe(1)
+      expect(await windowCount('shared-full', { key: 'k.example' })).toBe(33)
+      expect(await windowCount('shared-full', 'shared')).toBe(2000) // as it was filled
+    } finally {
+      d.release()
+    }
+    await t.postbox.purgeQueue('shared-full')
+  })
+
+  it('a key gets its whole limit, the shared window\'s sixteenth and its own rows\' rest, and not one claim more', async () => {
+    // 160 an hour: the shared window allows 10 (ten rows of 1), the key's own rows 150.
+    await t.postbox.createQueue('shared-and-rows', { keyRateLimit: { limit: 160, per: '1h' } })
+    await t.postbox.sendBatch('shared-and-rows', Array.from({ length: 200 }, (_, n) => ({ payload: { n }, rateKey: 'k.example' })))
+    let claimed = 0
+    for (let i = 0; i < 170; i++) claimed += (await t.postbox.receive('shared-and-rows', { max: 1 })).length
+    expect(claimed).toBe(160)
+    expect(await windowCount('shared-and-rows', 'shared')).toBe(10)
+    expect(await windowCount('shared-and-rows', { key: 'k.example' })).toBe(150)
+    await t.postbox.purgeQueue('shared-and-rows')
+  })
+
   it('a budget whose borrowing transaction did not commit is not spent', async () => {
     // A transaction prepared for two-phase commit keeps its session settings even when it is
     // rolled back later; here the budget is written by hand, naming a transaction rolled back.
-    await t.postbox.createQueue('unborrowed', { keyRateLimit: { limit: 1600, per: '1h' } })
+    await t.postbox.createQueue('unborrowed', { keyRateLimit: { limit: 32_000, per: '1h' } })
     await t.postbox.sendBatch('unborrowed', Array.from({ length: 3 }, (_, n) => ({ payload: { n }, rateKey: 'k.example' })))
     const c = await t.pool.connect()
     try {
@@ -371,20 +427,18 @@ describe('rate limits', { timeout: 180_000 }, () => {
         `SELECT 'postbox_budget_' || $1 || '.q' || to_hex(hashtextextended('unborrowed', 0)) AS name,
                 concat_ws('/', f.rate_limit, f.rate_per, f.key_rate_limit, f.key_rate_per, f.updated_at) AS gen
          FROM "${t.schema}".queue_flow f WHERE f.queue = 'unborrowed'`, [t.schema])
-      const budget = { queue: 'unborrowed', gen: names!.gen, xid: aborted!.xid, keys: { 'k.example': [100, Date.now() / 1000 + 3600] } }
-      const counted = async () => (await t.sql<{ n: number }>(
-        `SELECT coalesce(sum(x), 0)::int AS n FROM "${t.schema}".rate_windows w, unnest(w.counts) AS x WHERE w.queue = 'unborrowed' AND w.rate_key = 'k.example'`,
-      ))[0]!.n
+      const budget = { queue: 'unborrowed', gen: names!.gen, xid: aborted!.xid, shared: [100, Date.now() / 1000 + 3600] }
+      const counted = () => windowCount('unborrowed', 'shared')
       await c.query('SELECT set_config($1, $2, false)', [names!.name, JSON.stringify(budget)])
       await c.query(`SELECT * FROM "${t.schema}".claim('unborrowed', 1, '1h')`)
-      expect(await counted()).toBe(9) // counted in the window (and borrowed anew), not taken from the false budget
+      expect(await counted()).toBe(33) // counted in the window (and borrowed anew), not taken from the false budget
       // The same budget naming a committed transaction is spent: the window is not written.
       await c.query('BEGIN')
       const { rows: [committed] } = await c.query<{ xid: string }>('SELECT pg_current_xact_id()::text AS xid')
       await c.query('COMMIT')
       await c.query('SELECT set_config($1, $2, false)', [names!.name, JSON.stringify({ ...budget, xid: committed!.xid })])
       await c.query(`SELECT * FROM "${t.schema}".claim('unborrowed', 1, '1h')`)
-      expect(await counted()).toBe(9)
+      expect(await counted()).toBe(33)
     } finally {
       c.release()
     }

@@ -3,8 +3,8 @@
 //   (same arguments; one defined by PATCH_SQL, say), in turn, three times: A/B on one server
 // What flow_gate and flow_take cost a call by themselves, per variant of the flow bench: each
 // called `calls` times in a loop inside one DO block on one connection, each call its own
-// transaction (ids of 100 messages that exist, so a keyed queue reads their keys; none claimed,
-// so a slot row drops them when it looks), timed by clock_timestamp(). One connection, no
+// transaction (ids of 100 messages that exist, with their rate keys as the claim's scan passes
+// them; none claimed, so a slot row drops them when it looks), timed by clock_timestamp(). One connection, no
 // contention: the fixed price a claim of a limited queue pays on top of an unlimited one.
 import { openBenchDb } from '../bench-db.js'
 import { LIMIT_VARIANTS } from '../flow-scenarios.js'
@@ -26,13 +26,14 @@ try {
         `INSERT INTO ${db.schema}.messages (queue, payload, headers)
          SELECT $1, '{}'::jsonb, jsonb_build_object('postbox-rate-key', 'site-' || (g % 100)) FROM generate_series(1, 100) g`, [queue])
       for (const fn of takes.length > 0 ? [...takes, ...takes, ...takes] : ['flow_gate', 'flow_take']) {
-        const call = fn === 'flow_gate' ? `PERFORM ${db.schema}.flow_gate(q, 100)` : `PERFORM ${db.schema}.${fn}(q, ids, gen_random_uuid())`
+        const call = fn === 'flow_gate' ? `PERFORM ${db.schema}.flow_gate(q, 100)` : `PERFORM ${db.schema}.${fn}(q, ids, rate_keys, gen_random_uuid())`
         await c.query(`SELECT set_config('flow_calls.q', $1, false)`, [queue])
         await c.query(`
           DO $$
-          DECLARE q text := current_setting('flow_calls.q'); ids bigint[]; t0 timestamptz;
+          DECLARE q text := current_setting('flow_calls.q'); ids bigint[]; rate_keys text[]; t0 timestamptz;
           BEGIN
-            SELECT array_agg(id ORDER BY id) INTO ids FROM ${db.schema}.messages WHERE queue = q;
+            SELECT array_agg(id ORDER BY id), array_agg(headers ->> 'postbox-rate-key' ORDER BY id) INTO ids, rate_keys
+            FROM ${db.schema}.messages WHERE queue = q;
             t0 := clock_timestamp();
             FOR i IN 1..${calls} LOOP ${call}; COMMIT; END LOOP;
             PERFORM set_config('flow_calls.us', (extract(epoch FROM clock_timestamp() - t0) * 1e6 / ${calls})::text, false);
