@@ -1,4 +1,4 @@
-// npx tsx bench/diagnose/flow-ab.ts [rounds]
+// npx tsx bench/diagnose/flow-ab.ts [rounds]   (TAKE=<n>: messages a round, 10,000 as in the bench)
 //   PATCH_SQL=<file>: SQL run after the migrations ({{schema}} and {{schema_name}} replaced), e.g. a
 //   function's next version. PATCH_SQL_B=<file>: a second version, taking turns with the first
 //   on the same server (each turn a warm-up and one counted round), for an A/B of two versions.
@@ -35,7 +35,7 @@ try {
     await ab(process.env.PATCH_SQL, process.env.PATCH_SQL_B, db)
   } else {
     if (process.env.PATCH_SQL) await patch(process.env.PATCH_SQL)
-    const rates = await limitedClaimRounds(db, 10_000, rounds)
+    const rates = await limitedClaimRounds(db, Number(process.env.TAKE ?? 10_000), rounds)
     for (const [variant, ratio] of Object.entries(ratios(rates))) {
       console.log(`${variant.padEnd(14)} ${Math.round(rates[variant] as number).toString().padStart(7)} msg/s  ${ratio.toFixed(2)}x`)
     }
