@@ -32,6 +32,16 @@
 -- (bench/diagnose/flow-calls.ts). What is borrowed and not spent counts all the same; a window
 -- more than half full lends nothing, so near a limit claims go row by row as before.
 
+-- Three functions are made again below (new arguments): the roles that may execute them now
+-- (postbox roles, or grants of your own) may execute the new ones, so that an upgrade does not
+-- lock out a consumer whose roles were set up before it.
+CREATE TEMP TABLE postbox_0018_grants ON COMMIT DROP AS
+SELECT p.proname::text AS name, a.grantee::regrole::text AS grantee
+FROM pg_catalog.pg_proc p CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+WHERE p.pronamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = '{{schema_name}}')
+  AND p.proname IN ('flow_gate', 'flow_take', 'rate_shards_make')
+  AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner;
+
 DROP FUNCTION {{schema}}.rate_shards_make(text, text, integer, interval);
 
 CREATE FUNCTION {{schema}}.rate_shards_make(queue text, rate_key text, lim integer, per interval, first_shard integer DEFAULT 0)
@@ -814,3 +824,12 @@ BEGIN
 END $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {{schema}} FROM PUBLIC;
+
+DO $$
+DECLARE
+  g record;
+BEGIN
+  FOR g IN SELECT DISTINCT x.name, x.grantee FROM postbox_0018_grants x LOOP
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s.%I TO %s', '{{schema}}', g.name, g.grantee);
+  END LOOP;
+END $$;

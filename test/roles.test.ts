@@ -4,11 +4,14 @@ import { promisify } from 'node:util'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { runRoles } from '../src/cli/roles.js'
+import { poolDatabase } from '../src/db/database.js'
 import { InvalidOptionsError, type Postbox } from '../src/index.js'
+import { migrationFiles } from '../src/migrate/migration-files.js'
+import { migrate } from '../src/migrate/migrator.js'
 import { roleNames, rolesSql } from '../src/roles/roles-sql.js'
 import { schemaName } from '../src/schema-name.js'
 import { withSessionSettings } from './support/backends.js'
-import { useTestSchema } from './support/test-schema.js'
+import { uniqueSchemaName, useTestSchema } from './support/test-schema.js'
 
 // Least privilege, proven with the roles themselves: every connection below runs as one role
 // (`-c role=...` on the connection, the same as SET ROLE for its whole life), through the
@@ -272,6 +275,25 @@ describe('consumer', () => {
       expect(await consumer.receive('limited-jobs', { max: 5 })).toEqual([])
     } finally {
       await consumer.close()
+    }
+  })
+
+  it('keeps claiming after an upgrade that makes flow functions again (migration 0018), with roles applied before it', async () => {
+    // A schema at migration 17, its roles applied, then migrated to the latest: 0018 makes
+    // flow_gate, flow_take and rate_shards_make again, and whoever could execute them still can.
+    const older = uniqueSchemaName()
+    const db = poolDatabase(t.pool)
+    const files = migrationFiles()
+    try {
+      await migrate(db, schemaName(older), files.slice(0, 17))
+      await t.sql(rolesSql(schemaName(older), prefix))
+      await migrate(db, schemaName(older))
+      await t.sql(`SELECT "${older}".create_queue('keyed'); SELECT "${older}".set_flow_limits('keyed', key_rate_limit => 1000, key_rate_per => '1 hour');
+                   SELECT "${older}".send('keyed', '{}', headers => '{"postbox-rate-key": "k"}')`)
+      const claimed = await asRole(roles.consumer, `SELECT id FROM "${older}".claim('keyed', 5)`)
+      expect(claimed).toEqual({ rows: [expect.objectContaining({ id: expect.any(String) })] })
+    } finally {
+      await t.sql(`DROP SCHEMA IF EXISTS "${older}" CASCADE`)
     }
   })
 
