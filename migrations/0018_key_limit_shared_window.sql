@@ -35,8 +35,9 @@
 -- Three functions are made again below (new arguments): the roles that may execute them now
 -- (postbox roles, or grants of your own) may execute the new ones, so that an upgrade does not
 -- lock out a consumer whose roles were set up before it.
-CREATE TEMP TABLE postbox_0018_grants ON COMMIT DROP AS
-SELECT p.proname::text AS name, a.grantee::regrole::text AS grantee
+-- (Kept until then in a setting of this transaction: no temporary table, so no TEMP privilege needed.)
+SELECT pg_catalog.set_config('postbox.migration_0018_grants', coalesce(pg_catalog.array_agg(DISTINCT
+         pg_catalog.format('GRANT EXECUTE ON FUNCTION %s.%I TO %s', '{{schema}}', p.proname, a.grantee::regrole))::text, '{}'), true)
 FROM pg_catalog.pg_proc p CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
 WHERE p.pronamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = '{{schema_name}}')
   AND p.proname IN ('flow_gate', 'flow_take', 'rate_shards_make')
@@ -827,9 +828,9 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {{schema}} FROM PUBLIC;
 
 DO $$
 DECLARE
-  g record;
+  grant_sql text;
 BEGIN
-  FOR g IN SELECT DISTINCT x.name, x.grantee FROM postbox_0018_grants x LOOP
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s.%I TO %s', '{{schema}}', g.name, g.grantee);
+  FOREACH grant_sql IN ARRAY pg_catalog.current_setting('postbox.migration_0018_grants')::text[] LOOP
+    EXECUTE grant_sql;
   END LOOP;
 END $$;
