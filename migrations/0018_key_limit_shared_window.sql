@@ -646,7 +646,9 @@ BEGIN
   -- (rolled back with the claim).
   IF budget_name IS NOT NULL AND (rate_used > 0 OR rate_extra > 0 OR key_have <> '{}' OR key_extra <> '{}' OR shared_used > 0 OR shared_extra > 0) THEN
     IF shared THEN
-      keys_budget := budget -> 'keys'; -- 0018: the keys' budgets, untouched by a claim the shared window counted
+      -- 0018: the keys' budgets, untouched by a claim the shared window counted (an object
+      -- always: the keys' way reads it with jsonb_each, which a JSON null would fail)
+      keys_budget := CASE WHEN jsonb_typeof(budget -> 'keys') = 'object' THEN budget -> 'keys' ELSE '{}' END;
     ELSIF f.key_rate_limit IS NOT NULL THEN
       SELECT coalesce(jsonb_object_agg(b.k, b.v), '{}') INTO keys_budget FROM (
         -- other keys' budgets, while they last

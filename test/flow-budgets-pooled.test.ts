@@ -24,8 +24,8 @@ describe('rate budgets on pooled connections', { timeout: 120_000 }, () => {
     try {
       await Promise.all(Array.from({ length: 10 }, async () => {
         while (handled < total) {
-          // A deadlock here (40P01, the claim rolled back whole) failed this test: claims that hold
-          // window rows never wait (migration 0018, docs/flow-control.md "Waiting without circles").
+          // A deadlock (40P01, the claim rolled back whole) fails this test: claims that hold window
+          // rows never wait (migration 0018, docs/flow-control.md "Waiting without circles").
           const messages = await postbox.receive('pooled-budgets', { max: 10 })
           handled += messages.length
           if (messages.length > 0) await postbox.ack(messages)
@@ -42,5 +42,40 @@ describe('rate budgets on pooled connections', { timeout: 120_000 }, () => {
     expect(perKey).toBeLessThanOrEqual(400)
     expect(perQueue).toBeLessThanOrEqual(1000)
     expect(perQueue).toBeGreaterThan(400) // the claims came near the queue's limit (1,000 when the machine is not busy)
+  })
+
+  it('one busy key through its shared window and its own rows at once: never past its limit', async () => {
+    await createFlowLedgers(t.pool, t.schema)
+    // 800 per 2 s: the shared window allows 50 (rows of 3 or 4), the key's own rows 750 (rows of
+    // 46 or 47). Claims of one message fit the shared window while it has room, and then the
+    // key's rows take them, borrowing while they are less than half full; ten callers come to
+    // more than 400 claims a second, so both ways fill and the limit is what holds.
+    await t.postbox.createQueue('busy-key', { keyRateLimit: { limit: 800, per: '2s' } })
+    const total = 3000
+    await t.postbox.sendBatch('busy-key', Array.from({ length: total }, (_, i) => ({ payload: { n: i }, rateKey: 'busy.example' })))
+    const postbox = t.newPostbox()
+    let handled = 0
+    try {
+      await Promise.all(Array.from({ length: 10 }, async () => {
+        while (handled < total) {
+          const messages = await postbox.receive('busy-key', { max: 1 })
+          handled += messages.length
+          if (messages.length > 0) await postbox.ack(messages)
+          else await new Promise((resolve) => setTimeout(resolve, 5))
+        }
+      }))
+    } finally {
+      await postbox.close()
+    }
+    const perKey = await maxClaimsInWindow(t.pool, t.schema, 'busy-key', 2000, true)
+    const [counted] = await t.sql<{ shared: number; own: number }>(
+      `SELECT coalesce(sum(c) FILTER (WHERE w.rate_key = ''), 0)::int AS shared, coalesce(sum(c) FILTER (WHERE w.rate_key <> ''), 0)::int AS own
+       FROM "${t.schema}".rate_windows w, unnest(w.counts) AS c WHERE w.queue = 'busy-key'`,
+    )
+    console.log(`one busy key, 10 callers: ${JSON.stringify({ perKey, handled, ...counted })}`)
+    expect(handled).toBe(total)
+    expect(perKey).toBeLessThanOrEqual(800)
+    expect(counted!.shared).toBeGreaterThan(0) // both ways took claims
+    expect(counted!.own).toBeGreaterThan(0)
   })
 })

@@ -4,8 +4,9 @@
 // What flow_gate and flow_take cost a call by themselves, per variant of the flow bench: each
 // called `calls` times in a loop inside one DO block on one connection, each call its own
 // transaction (ids of 100 messages that exist, with their rate keys as the claim's scan passes
-// them; none claimed, so a slot row drops them when it looks), timed by clock_timestamp(). One connection, no
-// contention: the fixed price a claim of a limited queue pays on top of an unlimited one.
+// them; none claimed, so a slot row drops them when it looks), timed by clock_timestamp(). One
+// connection, no contention: the fixed price a claim of a limited queue pays on top of an
+// unlimited one.
 import { openBenchDb } from '../bench-db.js'
 import { LIMIT_VARIANTS } from '../flow-scenarios.js'
 import { sqlPatch } from './sql-patch.js'
