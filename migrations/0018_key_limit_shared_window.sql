@@ -21,11 +21,12 @@
 --
 -- Waiting. A claim skips the key rows another claim holds (0017 waited for them, in key order, in
 -- a claim's first round; its candidates of those keys now wait for a next claim). What is left:
--- a claim that holds no window row may wait for one shard of the queue's rate, and a claim
--- inserting a new key's rows may wait for another inserting the same rows (all in one order) or
--- for a claim that wrote them. Every wait is for a claim that is inserting further along that
--- order or that never waits again, so no circle of waits can form. (0017 left one deadlock seen
--- once under CI's load, cause not found; this takes away the wait it could have come through.)
+-- a claim that holds no window row may wait for one shard of the queue's rate (no claim waits
+-- for one holding no window row, so this wait closes no circle); and a claim inserting a new
+-- key's rows may wait for another inserting the same rows further along one order (bytewise),
+-- or for one that wrote them, which waits for nothing more. So no circle of waits can form.
+-- (0017 left one deadlock, seen once under CI's load, cause not found; of the waits it needed,
+-- this leaves none to a claim holding rows but the ordered inserts.)
 --
 -- Budgets are 32 claims for each claimed (8 before): flow_take alone, one connection, a rateLimit
 -- claim 105 -> 65 us, a keyRateLimit claim by its keys' rows 1,340 -> 930 us
