@@ -21,10 +21,11 @@
 --
 -- Waiting. A claim skips the key rows another claim holds (0017 waited for them, in key order, in
 -- a claim's first round; its candidates of those keys now wait for a next claim). What is left:
--- a claim that holds no window row may wait for one shard of the queue's rate (no claim waits
--- for one holding no window row, so this wait closes no circle); and a claim inserting a new
--- key's rows may wait for another inserting the same rows further along one order (bytewise),
--- or for one that wrote them, which waits for nothing more. So no circle of waits can form.
+-- a claim that holds no window row may wait for one shard of the queue's rate (it is waited for
+-- only by claims in line for the same row, holding none either, so no circle passes through
+-- it); and a claim inserting a new key's rows may wait for another inserting the same rows
+-- further along one order (bytewise), or for one that wrote them, which waits for nothing more.
+-- So no circle of waits can form.
 -- (0017 left one deadlock, seen once under CI's load, cause not found; of the waits it needed,
 -- this leaves none to a claim holding rows but the ordered inserts.)
 --
