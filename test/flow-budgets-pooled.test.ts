@@ -10,6 +10,30 @@ import { useTestSchema } from './support/test-schema.js'
 
 const t = useTestSchema()
 
+/**
+ * Ten callers on a Postbox of their own, each receiving up to `max` and acking, until `total`
+ * messages of `queue` were handled; a caller that gets none (a window is full) tries again
+ * shortly. A deadlock (40P01, the claim rolled back whole) fails the test: claims that hold
+ * window rows never wait (migration 0018, docs/flow-control.md "Waiting without circles").
+ */
+async function drainWithTenCallers(queue: string, total: number, max: number): Promise<number> {
+  const postbox = t.newPostbox()
+  let handled = 0
+  try {
+    await Promise.all(Array.from({ length: 10 }, async () => {
+      while (handled < total) {
+        const messages = await postbox.receive(queue, { max })
+        handled += messages.length
+        if (messages.length > 0) await postbox.ack(messages)
+        else await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+    }))
+  } finally {
+    await postbox.close()
+  }
+  return handled
+}
+
 describe('rate budgets on pooled connections', { timeout: 120_000 }, () => {
   it('ten callers borrowing and spending on whatever connection they get keep every window within the limits', async () => {
     await createFlowLedgers(t.pool, t.schema)
@@ -19,22 +43,7 @@ describe('rate budgets on pooled connections', { timeout: 120_000 }, () => {
     await t.postbox.createQueue('pooled-budgets', { keyRateLimit: { limit: 400, per: '1s' }, rateLimit: { limit: 1000, per: '1s' } })
     const total = 2500
     await t.postbox.sendBatch('pooled-budgets', Array.from({ length: total }, (_, i) => ({ payload: { n: i }, rateKey: `site-${i % 4}.example` })))
-    const postbox = t.newPostbox()
-    let handled = 0
-    try {
-      await Promise.all(Array.from({ length: 10 }, async () => {
-        while (handled < total) {
-          // A deadlock (40P01, the claim rolled back whole) fails this test: claims that hold window
-          // rows never wait (migration 0018, docs/flow-control.md "Waiting without circles").
-          const messages = await postbox.receive('pooled-budgets', { max: 10 })
-          handled += messages.length
-          if (messages.length > 0) await postbox.ack(messages)
-          else await new Promise((resolve) => setTimeout(resolve, 5)) // the window is full: claim again shortly
-        }
-      }))
-    } finally {
-      await postbox.close()
-    }
+    const handled = await drainWithTenCallers('pooled-budgets', total, 10)
     const perKey = await maxClaimsInWindow(t.pool, t.schema, 'pooled-budgets', 1000, true)
     const perQueue = await maxClaimsInWindow(t.pool, t.schema, 'pooled-budgets', 1000, false)
     console.log(`budgets, 10 callers in one process: ${JSON.stringify({ perKey, perQueue, handled })}`)
@@ -53,20 +62,7 @@ describe('rate budgets on pooled connections', { timeout: 120_000 }, () => {
     await t.postbox.createQueue('busy-key', { keyRateLimit: { limit: 800, per: '2s' } })
     const total = 3000
     await t.postbox.sendBatch('busy-key', Array.from({ length: total }, (_, i) => ({ payload: { n: i }, rateKey: 'busy.example' })))
-    const postbox = t.newPostbox()
-    let handled = 0
-    try {
-      await Promise.all(Array.from({ length: 10 }, async () => {
-        while (handled < total) {
-          const messages = await postbox.receive('busy-key', { max: 1 })
-          handled += messages.length
-          if (messages.length > 0) await postbox.ack(messages)
-          else await new Promise((resolve) => setTimeout(resolve, 5))
-        }
-      }))
-    } finally {
-      await postbox.close()
-    }
+    const handled = await drainWithTenCallers('busy-key', total, 1)
     const perKey = await maxClaimsInWindow(t.pool, t.schema, 'busy-key', 2000, true)
     const [counted] = await t.sql<{ shared: number; own: number }>(
       `SELECT coalesce(sum(c) FILTER (WHERE w.rate_key = ''), 0)::int AS shared, coalesce(sum(c) FILTER (WHERE w.rate_key <> ''), 0)::int AS own
