@@ -116,6 +116,11 @@ describe('sends outside a transaction', () => {
       await waitingOn('the two statements blocked', 2)
       const shared = [postbox.send('together', 'k1', { dedupeKey: 'dl:k1' }), postbox.send('together', 'k2', { dedupeKey: 'dl:k2' })]
       await blocker.query('COMMIT')
+      // The blocked statements end first (their keys are now the blocker's: duplicates), so the
+      // one statement seen waiting below can only be the shared one. (A blocked statement still
+      // listed as waiting could pass that check early. CI on PostgreSQL 15 failed here once, a
+      // send not a duplicate; not reproduced in 16 loaded runs since, with or without this.)
+      await Promise.all(blocked)
       // The shared statement takes dl:k1, then waits for dl:k2, which the holder has...
       await waitFor('the shared statement waiting for dl:k2', async () => {
         const [row] = await t.sql<{ n: number }>(
