@@ -609,7 +609,8 @@ BEGIN
            array_agg(c.id) FILTER (WHERE (c.attempt < q.max_attempts OR c.lease IS NULL) AND c.group_key IS NOT NULL),
            array_agg(c.group_key) FILTER (WHERE (c.attempt < q.max_attempts OR c.lease IS NULL) AND c.group_key IS NOT NULL),
            array_agg(c.id) FILTER (WHERE c.attempt >= q.max_attempts AND c.lease IS NOT NULL),
-           array_agg(c.rate_key ORDER BY c.priority DESC, c.available_at, c.id) FILTER (WHERE c.attempt < q.max_attempts OR c.lease IS NULL) -- 0018
+           -- 0018: the candidates' rate keys, for flow_take (only a keyed queue's: none aggregated otherwise)
+           array_agg(c.rate_key ORDER BY c.priority DESC, c.available_at, c.id) FILTER (WHERE flow_keyed AND (c.attempt < q.max_attempts OR c.lease IS NULL))
     INTO candidates, grouped, grouped_keys, exhausted, candidate_keys
     FROM (
       SELECT m.id, m.attempt, m.lease, m.priority, m.available_at, m.group_key,

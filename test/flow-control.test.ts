@@ -447,9 +447,9 @@ describe('rate limits', { timeout: 180_000 }, () => {
 
   it('budgets borrowed by many connections keep every window of `per` within the limit', async () => {
     // Limits a fleet reaches, with rows large enough that claims borrow while their windows are
-    // less than half full (a key's rows hold 25, the queue's 62: a claim of a few of a key, or
-    // of 8 for the queue, leaves room to lend): the borrowed claims must be counted, so no window
-    // holds more than its limit.
+    // less than half full (a key's own rows hold 23 or 24, the queue's 62: a claim of a few of a
+    // key, or of 8 for the queue, leaves room to lend): the borrowed claims must be counted, so
+    // no window holds more than its limit.
     await createFlowLedgers(t.pool, t.schema)
     await t.postbox.createQueue('lending', { keyRateLimit: { limit: 400, per: '1s' }, rateLimit: { limit: 1000, per: '1s' } })
     await t.postbox.sendBatch('lending', Array.from({ length: 3000 }, (_, i) => ({ payload: { n: i }, rateKey: `site-${i % 4}.example` })))
