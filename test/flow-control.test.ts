@@ -186,22 +186,81 @@ describe('maxInFlight', { timeout: 180_000 }, () => {
     expect(await t.postbox.receive('capped-lazy', { max: 100, visibilityTimeout: '1h' })).toHaveLength(64)
     await t.postbox.purgeQueue('capped-lazy')
 
-    // Far from the cap, a row keeps the ids of acked messages until it would pass 800 or could fill.
+    // Far from the cap, a row keeps the ids of acked messages until it would pass 400 or could
+    // fill, and a claim's token once however many ids it counted (migration 0019).
     await t.postbox.createQueue('capped-far', { maxInFlight: 10_000 })
     await t.postbox.sendBatch('capped-far', Array.from({ length: 20 }, (_, n) => ({ n })))
     const c = await t.pool.connect()
     try {
       const claimed = async () => (await c.query<{ id: string; lease: string }>(`SELECT id::text, lease::text FROM "${t.schema}".claim('capped-far', 10, '1h')`)).rows
       const held = async () =>
-        (await c.query<{ n: number }>(`SELECT cardinality(message_ids) AS n FROM "${t.schema}".flight_slots WHERE queue = 'capped-far' AND slot = pg_backend_pid() % 32 + 1`)).rows[0]!.n
+        (await c.query<{ ids: number; tokens: number }>(
+          `SELECT cardinality(message_ids) AS ids, cardinality(leases) AS tokens FROM "${t.schema}".flight_slots WHERE queue = 'capped-far' AND slot = pg_backend_pid() % 32 + 1`,
+        )).rows[0]!
       const firstTen = await claimed()
       await c.query(`SELECT "${t.schema}".ack($1::bigint[], $2::uuid[])`, [firstTen.map((m) => m.id), firstTen.map((m) => m.lease)])
       expect(await claimed()).toHaveLength(10)
-      expect(await held()).toBe(20)
+      expect(await held()).toEqual({ ids: 20, tokens: 2 })
     } finally {
       c.release()
     }
     await t.postbox.purgeQueue('capped-far')
+  })
+
+  it('a slot row looked at short of its capacity keeps counting what it did not look up', async () => {
+    // 20,000 places in 32 rows of 625: a row is looked at when it lists 400 ids, all but its
+    // newest 100, which keep the tokens of the row's newest 100 claims (migration 0019). Claims of
+    // one message each, every other one acked at once: every message still in flight must stay
+    // listed in the row with its claim's token, and the acked ones must go.
+    await t.postbox.createQueue('capped-margin', { maxInFlight: 20_000 })
+    await t.postbox.sendBatch('capped-margin', Array.from({ length: 900 }, (_, n) => ({ n })))
+    const c = await t.pool.connect()
+    try {
+      for (let i = 0; i < 900; i++) {
+        const { rows } = await c.query<{ id: string; lease: string }>(`SELECT id::text, lease::text FROM "${t.schema}".claim('capped-margin', 1, '1h')`)
+        expect(rows).toHaveLength(1)
+        if (i % 2 === 1) await c.query(`SELECT "${t.schema}".ack($1::bigint[], $2::uuid[])`, [[rows[0]!.id], [rows[0]!.lease]])
+      }
+      const [row] = (await c.query<{ ids: number; tokens: number; unlisted: number; in_flight: number }>(
+        `SELECT cardinality(s.message_ids) AS ids, cardinality(s.leases) AS tokens,
+                (SELECT count(*)::int FROM "${t.schema}".messages m WHERE m.queue = s.queue AND m.available_at > now()
+                   AND NOT (m.id = ANY (s.message_ids) AND m.lease = ANY (s.leases))) AS unlisted,
+                (SELECT count(*)::int FROM "${t.schema}".messages m WHERE m.queue = s.queue AND m.available_at > now()) AS in_flight
+         FROM "${t.schema}".flight_slots s WHERE s.queue = 'capped-margin' AND s.slot = pg_backend_pid() % 32 + 1`,
+      )).rows
+      expect(row!.in_flight).toBe(450)
+      expect(row!.unlisted).toBe(0)
+      expect(row!.ids).toBeLessThan(900) // the row was looked at: acked ids went
+      expect(row!.ids).toBeGreaterThanOrEqual(450)
+      expect(row!.tokens).toBeLessThanOrEqual(row!.ids) // one claim, one token
+    } finally {
+      c.release()
+    }
+    await t.postbox.purgeQueue('capped-margin')
+  })
+
+  it('a message claimed again through the same row counts once there', async () => {
+    // 64 places in 32 rows of 2. A message whose lease ended is claimed again through the row
+    // that still lists it: listed twice, it counts once when the row is looked at (migration 0019).
+    await t.postbox.createQueue('capped-twice', { maxInFlight: 64 })
+    const x = (await t.postbox.send('capped-twice', { n: 1 })).id
+    const c = await t.pool.connect()
+    try {
+      const claim = async (lease: string) =>
+        (await c.query<{ id: string }>(`SELECT id::text FROM "${t.schema}".claim('capped-twice', 1, $1::interval)`, [lease])).rows.map((m) => m.id)
+      const row = async () =>
+        (await c.query<{ ids: string[] }>(`SELECT message_ids::text[] AS ids FROM "${t.schema}".flight_slots WHERE queue = 'capped-twice' AND slot = pg_backend_pid() % 32 + 1`)).rows[0]!.ids
+      expect(await claim('20 milliseconds')).toEqual([x])
+      await new Promise((r) => setTimeout(r, 50))
+      expect(await claim('1 hour')).toEqual([x]) // its lease ended: claimed again
+      expect(await row()).toEqual([x, x])
+      const y = (await t.postbox.send('capped-twice', { n: 2 })).id
+      expect(await claim('1 hour')).toEqual([y]) // the row is looked at: x once, one place left
+      expect(await row()).toEqual([x, y])
+    } finally {
+      c.release()
+    }
+    await t.postbox.purgeQueue('capped-twice')
   })
 
   it('three worker processes never hold more than maxInFlight at once', async () => {

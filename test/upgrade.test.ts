@@ -169,3 +169,35 @@ describe('upgrade of flow control from version 12', () => {
     }
   })
 })
+
+// 0019 lists each claim's token once in a slot row (0014 to 0018 listed it beside each id): the
+// rows made before are rewritten, and what they held in flight stays counted.
+describe('upgrade of the slot rows from version 18', () => {
+  it('keeps the messages in flight under the cap', async () => {
+    const schema = uniqueSchemaName('upslot')
+    created.push(schema)
+    const S = `"${schema}"`
+    await migrate(db, schemaName(schema), files.slice(0, 18))
+    await t.sql(`INSERT INTO ${S}.queues (name, visibility_timeout) VALUES ('capped', '1 hour')`)
+    // 64 places in 32 rows of 2: one claim of 2 fills its connection's row, its token listed twice.
+    await t.sql(`SELECT ${S}.set_flow_limits('capped', max_in_flight => 64)`)
+    await t.sql(`SELECT ${S}.send('capped', jsonb_build_object('n', g)) FROM generate_series(1, 70) g`)
+    const held = await t.sql<Held>(`SELECT id::text, lease::text FROM ${S}.receive('capped', 2)`)
+    expect(held).toHaveLength(2)
+    const slots = `SELECT sum(cardinality(message_ids))::int AS ids, sum(cardinality(leases))::int AS tokens FROM ${S}.flight_slots WHERE queue = 'capped'`
+    expect((await t.sql(slots))[0]).toEqual({ ids: 2, tokens: 2 })
+
+    await migrate(db, schemaName(schema))
+    expect((await t.sql(slots))[0]).toEqual({ ids: 2, tokens: 1 })
+    const postbox: Postbox = t.newPostbox({ schema })
+    try {
+      expect(await postbox.receive('capped', { max: 100, visibilityTimeout: '1h' })).toHaveLength(62) // the two still count
+      expect(await postbox.receive('capped', { max: 100 })).toEqual([])
+      await postbox.ack(held[1]!)
+      expect(await postbox.receive('capped', { max: 100, visibilityTimeout: '1h' })).toHaveLength(1) // one place back
+      expect(await postbox.receive('capped', { max: 100 })).toEqual([])
+    } finally {
+      await postbox.close()
+    }
+  })
+})

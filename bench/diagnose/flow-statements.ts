@@ -1,5 +1,6 @@
 // npx tsx bench/diagnose/flow-statements.ts [variant]
 //   PRIME=<variant>: drain a queue of that variant first, on the same pool; CALLERS=<n> (default 10);
+//   TAKE=<n>: messages a round (10,000); SAMPLE=<text>: sample the waits of statements containing it (default claim(); TOP=<n> statements (12)
 //   PATCH_SQL=<file>: SQL run after the migrations ({{schema}} and {{schema_name}} replaced), as in flow-ab.ts
 // Which statements inside claim() and ack() a limited queue's claims spend their time in:
 // pg_stat_statements (track = all, so statements inside functions count: calls, ms, blocks) over a
@@ -44,14 +45,14 @@ try {
   for (let round = 0; round < 2; round++) {
     await pool.query(
       `INSERT INTO ${schema}.messages (queue, payload, headers)
-       SELECT $1, '{}'::jsonb, jsonb_build_object('postbox-rate-key', 'site-' || (g % 100)) FROM generate_series(1, 10000) g`, [queue])
+       SELECT $1, '{}'::jsonb, jsonb_build_object('postbox-rate-key', 'site-' || (g % 100)) FROM generate_series(1, $2::integer) g`, [queue, Number(process.env.TAKE ?? 10_000)])
     await pool.query(`VACUUM ANALYZE ${schema}.messages`)
     if (round === 1) await pool.query('SELECT pg_stat_statements_reset()')
     const waits = new Map<string, number>()
     let sampling = round === 1
     const sampler = (async () => {
       while (sampling) {
-        const { rows: act } = await pool.query(`SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') AS w FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%claim(%' AND pid <> pg_backend_pid()`)
+        const { rows: act } = await pool.query(`SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') AS w FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()`, [`%${process.env.SAMPLE ?? 'claim('}%`])
         for (const a of act) waits.set(a.w, (waits.get(a.w) ?? 0) + 1)
         await new Promise((r) => setTimeout(r, 2))
       }
@@ -68,7 +69,7 @@ try {
   const { rows } = await pool.query(
     `SELECT calls, round(total_exec_time::numeric, 1) AS ms, round((total_exec_time / calls)::numeric, 3) AS ms_per_call, rows, shared_blks_hit / calls AS blks_per_call,
             left(regexp_replace(query, '\\s+', ' ', 'g'), 150) AS query
-     FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12`)
+     FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT ${Number(process.env.TOP ?? 12)}`)
   console.table(rows)
 } finally {
   await postbox.close()
