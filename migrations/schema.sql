@@ -1548,12 +1548,12 @@ BEGIN
       END IF;
       -- 0019: a listed id is in flight when its message's lease has not ended and is one of the
       -- row's tokens; an id listed twice (claimed again through this row) counts once. The ids
-      -- not looked up keep the tokens of the row's newest 100 claims, at the end; the tokens of
-      -- the ids found in flight go before them, in the order they were last used.
-      SELECT coalesce(array_agg(e.id ORDER BY e.ord) FILTER (WHERE e.id IS NOT NULL), '{}'),
-             ARRAY(SELECT t.lease FROM unnest(array_agg(e.lease), array_agg(e.ord)) AS t(lease, ord)
-                   WHERE t.lease IS NOT NULL AND t.lease <> ALL (s.leases[n.unchecked_tokens :])
-                   GROUP BY t.lease ORDER BY max(t.ord))
+      -- are looked up in one index scan (id = ANY), not one by one. The ids in flight keep their
+      -- places in id order, then the ids not looked up theirs; the tokens go in the same order,
+      -- those of the row's newest 100 claims (kept for the ids not looked up) last.
+      SELECT coalesce(l.ids, '{}') || s.message_ids[n.checked_to + 1 :],
+             ARRAY(SELECT t.lease FROM unnest(l.leases, l.ids) AS t(lease, id) WHERE t.lease <> ALL (s.leases[n.unchecked_tokens :])
+                   GROUP BY t.lease ORDER BY max(t.id))
              || s.leases[n.unchecked_tokens :]
       INTO live_ids, live_leases
       FROM {{schema}}.flight_slots s
@@ -1561,19 +1561,13 @@ BEGIN
         SELECT CASE WHEN held + wanted <= places THEN held - 100 ELSE held END AS checked_to,
                CASE WHEN held + wanted <= places THEN greatest(1, cardinality(s.leases) - 99) ELSE cardinality(s.leases) + 1 END AS unchecked_tokens
       ) n
-      LEFT JOIN LATERAL (
-        SELECT DISTINCT ON (y.id) y.id, y.ord, y.lease FROM (
-          SELECT x.id, x.ord,
-                 CASE WHEN x.ord <= n.checked_to THEN
-                   (SELECT m.lease FROM {{schema}}.messages m WHERE m.id = x.id AND m.lease = ANY (s.leases) AND m.available_at > now())
-                 END AS lease
-          FROM unnest(s.message_ids) WITH ORDINALITY AS x(id, ord)
-        ) y
-        WHERE y.ord > n.checked_to OR y.lease IS NOT NULL
-        ORDER BY y.id, y.ord DESC
-      ) e ON true
-      WHERE s.queue = flow_take.queue AND s.slot = slot_no
-      GROUP BY s.leases, n.unchecked_tokens;
+      CROSS JOIN LATERAL (
+        SELECT array_agg(m.id ORDER BY m.id) AS ids, array_agg(m.lease ORDER BY m.id) AS leases
+        FROM {{schema}}.messages m
+        WHERE m.id = ANY (s.message_ids[1 : n.checked_to]) AND m.id <> ALL (s.message_ids[n.checked_to + 1 :])
+          AND m.lease = ANY (s.leases) AND m.available_at > now()
+      ) l
+      WHERE s.queue = flow_take.queue AND s.slot = slot_no;
       room := least(places - cardinality(live_ids), wanted);
       IF room > 0 THEN
         live_ids := live_ids || kept[cardinality(given) + 1 : cardinality(given) + room];

@@ -263,6 +263,36 @@ describe('maxInFlight', { timeout: 180_000 }, () => {
     await t.postbox.purgeQueue('capped-twice')
   })
 
+  it('a message claimed again among the ids a look-up skips counts once', async () => {
+    // 20,000 places in 32 rows of 625: looked at past 400 ids, all but the newest 100. X is
+    // listed first, then claimed again after 350 others: at the look-up its first listing is
+    // among the ids looked up, its second among the newest, and it counts once (migration 0019).
+    await t.postbox.createQueue('capped-skipped', { maxInFlight: 20_000 })
+    const c = await t.pool.connect()
+    try {
+      const claim = async (n: number, lease: string) =>
+        (await c.query<{ id: string }>(`SELECT id::text FROM "${t.schema}".claim('capped-skipped', $1, $2::interval)`, [n, lease])).rows.map((m) => m.id)
+      const listed = async (id: string) =>
+        (await c.query<{ n: number }>(
+          `SELECT cardinality(array_positions(message_ids, $1::bigint)) AS n FROM "${t.schema}".flight_slots WHERE queue = 'capped-skipped' AND slot = pg_backend_pid() % 32 + 1`,
+          [id],
+        )).rows[0]!.n
+      const x = (await t.postbox.send('capped-skipped', { n: 'x' })).id
+      expect(await claim(1, '1 second')).toEqual([x])
+      await t.postbox.sendBatch('capped-skipped', Array.from({ length: 350 }, (_, n) => ({ n })))
+      for (let i = 0; i < 350; i++) expect(await claim(1, '1 hour')).toHaveLength(1)
+      await new Promise((r) => setTimeout(r, 1_100))
+      expect(await claim(1, '1 hour')).toEqual([x]) // its lease ended: claimed again
+      expect(await listed(x)).toBe(2)
+      await t.postbox.sendBatch('capped-skipped', Array.from({ length: 50 }, (_, n) => ({ n })))
+      for (let i = 0; i < 50; i++) expect(await claim(1, '1 hour')).toHaveLength(1) // past 400: looked at
+      expect(await listed(x)).toBe(1)
+    } finally {
+      c.release()
+    }
+    await t.postbox.purgeQueue('capped-skipped')
+  })
+
   it('three worker processes never hold more than maxInFlight at once', async () => {
     await createFlowLedgers(t.pool, t.schema)
     await t.postbox.createQueue('capped', { maxInFlight: 4 })
