@@ -1562,10 +1562,22 @@ BEGIN
                CASE WHEN held + wanted <= places THEN greatest(1, cardinality(s.leases) - 99) ELSE cardinality(s.leases) + 1 END AS unchecked_tokens
       ) n
       CROSS JOIN LATERAL (
-        SELECT array_agg(m.id ORDER BY m.id) AS ids, array_agg(m.lease ORDER BY m.id) AS leases
-        FROM {{schema}}.messages m
-        WHERE m.id = ANY (s.message_ids[1 : n.checked_to]) AND m.id <> ALL (s.message_ids[n.checked_to + 1 :])
-          AND m.lease = ANY (s.leases) AND m.available_at > now()
+        SELECT array_agg(g.id ORDER BY g.id) AS ids, array_agg(g.lease ORDER BY g.id) AS leases
+        FROM (
+          -- The messages in flight, kept when their lease is one of the row's tokens: matched by
+          -- grouping on the lease, not by a search of the tokens for each message (a row of many
+          -- small claims has as many tokens as ids).
+          SELECT u.lease, unnest(array_agg(u.id) FILTER (WHERE u.id IS NOT NULL)) AS id
+          FROM (
+            SELECT m.lease, m.id FROM {{schema}}.messages m
+            WHERE m.id = ANY (s.message_ids[1 : n.checked_to]) AND m.id <> ALL (s.message_ids[n.checked_to + 1 :])
+              AND m.available_at > now()
+            UNION ALL
+            SELECT t.lease, NULL FROM unnest(s.leases) AS t(lease)
+          ) u
+          GROUP BY u.lease
+          HAVING bool_or(u.id IS NULL)
+        ) g
       ) l
       WHERE s.queue = flow_take.queue AND s.slot = slot_no;
       room := least(places - cardinality(live_ids), wanted);

@@ -134,14 +134,19 @@ describe.each(older)('upgrade from version %i to the latest', (version) => {
   })
 })
 
+/** A new schema at migration `version` (dropped after the file): its name, and the name quoted for SQL. */
+async function schemaAt(prefix: string, version: number): Promise<{ schema: string; S: string }> {
+  const schema = uniqueSchemaName(prefix)
+  created.push(schema)
+  await migrate(db, schemaName(schema), files.slice(0, version))
+  return { schema, S: `"${schema}"` }
+}
+
 // Flow control's state changed shape in 0014 (slots of several places, the queue's rate window in
 // shards): what a queue held in flight and claimed in its window before stays counted after.
 describe('upgrade of flow control from version 12', () => {
   it('keeps the messages in flight under the cap and the claims in the rate windows', async () => {
-    const schema = uniqueSchemaName('upflow')
-    created.push(schema)
-    const S = `"${schema}"`
-    await migrate(db, schemaName(schema), files.slice(0, 12))
+    const { schema, S } = await schemaAt('upflow', 12)
     await t.sql(`INSERT INTO ${S}.queues (name, visibility_timeout) VALUES ('capped', '1 hour')`)
     await t.sql(`SELECT ${S}.set_flow_limits('capped', max_in_flight => 2, rate_limit => 3, rate_per => '1 hour')`)
     await t.sql(`SELECT ${S}.send('capped', jsonb_build_object('n', g)) FROM generate_series(1, 6) g`)
@@ -174,10 +179,7 @@ describe('upgrade of flow control from version 12', () => {
 // rows made before are rewritten, and what they held in flight stays counted.
 describe('upgrade of the slot rows from version 18', () => {
   it('keeps the messages in flight under the cap', async () => {
-    const schema = uniqueSchemaName('upslot')
-    created.push(schema)
-    const S = `"${schema}"`
-    await migrate(db, schemaName(schema), files.slice(0, 18))
+    const { schema, S } = await schemaAt('upslot', 18)
     await t.sql(`INSERT INTO ${S}.queues (name, visibility_timeout) VALUES ('capped', '1 hour')`)
     // 64 places in 32 rows of 2: one claim of 2 fills its connection's row, its token listed twice.
     await t.sql(`SELECT ${S}.set_flow_limits('capped', max_in_flight => 64)`)
