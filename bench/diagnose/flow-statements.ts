@@ -1,6 +1,7 @@
 // npx tsx bench/diagnose/flow-statements.ts [variant]
 //   PRIME=<variant>: drain a queue of that variant first, on the same pool; CALLERS=<n> (default 10);
-//   TAKE=<n>: messages a round (10,000); SAMPLE=<text>: sample the waits of statements containing it (default claim(); TOP=<n> statements (12)
+//   TAKE=<n>: messages a round (10,000); SAMPLE=<text>: whose waits to sample, statements containing it
+//   (default `claim(`); TOP=<n>: how many statements to show (12)
 //   PATCH_SQL=<file>: SQL run after the migrations ({{schema}} and {{schema_name}} replaced), as in flow-ab.ts
 // Which statements inside claim() and ack() a limited queue's claims spend their time in:
 // pg_stat_statements (track = all, so statements inside functions count: calls, ms, blocks) over a
