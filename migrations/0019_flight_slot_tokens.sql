@@ -7,8 +7,8 @@
 -- the claims: a claim adds its ids and one token. An id is in flight when its message is leased
 -- under one of the row's tokens and its lease has not ended; an id listed twice (its message
 -- claimed again through the same row) counts once. A message claimed again through another row,
--- by a claim that also counted ids in this one, counts in both rows until its lease ends: fewer
--- places for a while, never more than the cap.
+-- by a claim that also counted ids in this one, counts in both rows until it is acked or its new
+-- lease ends: fewer places for a while, never more than the cap.
 -- A row's messages are looked up when what it lists passes 400 (800 before) or could pass its
 -- capacity; short of its capacity, its newest 100 ids are not looked up (200 before) and the
 -- tokens of its newest 100 claims are kept for them, which hold every token of those ids since
